@@ -1,0 +1,57 @@
+/* config.h - the configuration file (key = value) and the log. */
+#ifndef COUPLET_CONFIG_H
+#define COUPLET_CONFIG_H
+
+#include <stddef.h>
+
+typedef struct config {
+    char domain[256];
+    char muc_domain[256];
+    char bind[64];
+    int c2s_port;               /* STARTTLS port, 0 = off */
+    int c2s_tls_port;           /* direct TLS port (XEP-0368), 0 = off */
+    char data_dir[512];
+    char tls_cert[512];         /* "" = generated self-signed in data_dir */
+    char tls_key[512];
+    int require_encryption;
+    int defer_accept;           /* seconds, 0 = off */
+    size_t max_stanza_size;
+    unsigned max_depth;
+    unsigned max_attrs;
+    size_t max_name_len;
+    size_t max_output;          /* bytes queued for one peer before it is cut off */
+    int handshake_timeout;      /* seconds to authenticate and bind */
+    int idle_timeout;           /* seconds of silence before a whitespace keepalive */
+    int scram_iterations;
+    int sasl_max_attempts;
+    int max_connections;
+    int max_sessions_per_account;
+    int log_level;              /* 0 error, 1 warn, 2 info, 3 debug */
+    /* multi-user chat */
+    int muc_create;             /* 1 = any local user may create rooms, 0 = admins only */
+    char admins[1024];          /* space separated bare JIDs */
+    int muc_max_rooms;
+    int muc_max_occupants;
+    int muc_max_history;        /* upper bound for a room's history length */
+    int muc_default_history;    /* history length of a new room */
+    int muc_default_persistent;
+    int muc_default_public;
+} config;
+
+enum { LOG_ERR = 0, LOG_WARN, LOG_INFO, LOG_DEBUG };
+
+void config_defaults(config *c);
+/* Read path over the defaults. Unknown keys and bad values are refused: returns -1 and writes
+ * "path:LINE: what is wrong" into err. */
+int config_load(config *c, const char *path, char *err, size_t errlen);
+/* parse "true"/"false"/"yes"/"no"/"on"/"off"/"1"/"0"; -1 if none */
+int config_parse_bool(const char *s);
+
+extern int log_level;
+void log_msg(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+#define log_err(...)   log_msg(LOG_ERR, __VA_ARGS__)
+#define log_warn(...)  log_msg(LOG_WARN, __VA_ARGS__)
+#define log_info(...)  log_msg(LOG_INFO, __VA_ARGS__)
+#define log_debug(...) do { if (log_level >= LOG_DEBUG) log_msg(LOG_DEBUG, __VA_ARGS__); } while (0)
+
+#endif

@@ -1,0 +1,44 @@
+/* muc.h - multi-user chat service (XEP-0045) at one domain. The server hands it every stanza addressed
+ * to the service, a room or an occupant; it answers through the host's deliver callback. */
+#ifndef COUPLET_MUC_H
+#define COUPLET_MUC_H
+
+#include <stddef.h>
+#include "xml.h"
+
+typedef struct muc_host {
+    void *ud;
+    /* Deliver one serialized stanza to a full JID (or a bare JID for a local user). The stanza is
+     * head + " to='" + escaped to + "'" + tail, so a broadcast is encoded once and the recipient spliced
+     * in. Returns 0, or -1 when there is no such session (the occupant should be dropped). */
+    int (*deliver)(void *ud, const char *to, const char *head, size_t headlen, const char *tail, size_t taillen);
+    /* 1 if this bare JID is a server admin (may create rooms when creation is restricted, owns all rooms) */
+    int (*is_admin)(void *ud, const char *bare_jid);
+} muc_host;
+
+typedef struct muc_config {
+    const char *domain;         /* e.g. conference.localhost */
+    const char *server_domain;  /* the users' domain, e.g. localhost (for who counts as a local user) */
+    const char *data_dir;       /* persistent rooms live in data_dir/rooms/ */
+    int create_rooms;           /* 1 = any local user may create rooms, 0 = admins only */
+    int max_rooms;
+    int max_occupants;          /* per room, upper bound for maxusers */
+    int max_history;            /* upper bound for historylength */
+    int default_history;
+    int default_persistent;
+    int default_public;
+} muc_config;
+
+typedef struct muc_service muc_service;
+
+/* Loads persistent rooms from data_dir/rooms/. NULL with err filled on failure. */
+muc_service *muc_service_new(const muc_config *cfg, const muc_host *host, char *err, size_t errlen);
+void muc_service_free(muc_service *m);
+/* A stanza whose 'to' is the service domain (or a JID at it). 'from' has already been stamped by the
+ * server with the sender's full JID. The tree is only valid during the call. */
+void muc_handle_stanza(muc_service *m, const xml_node *stanza);
+/* Persist every persistent room now (shutdown). */
+int muc_service_flush(muc_service *m);
+size_t muc_room_count(const muc_service *m);
+
+#endif

@@ -1,0 +1,70 @@
+/* net_epoll.h - the event loop: listeners, connections, TLS, write queues, timers, signals.
+ * Bytes in go up through the handlers; bytes out come down through net_conn_write. */
+#ifndef COUPLET_NET_EPOLL_H
+#define COUPLET_NET_EPOLL_H
+
+#include <stddef.h>
+#include <time.h>
+
+typedef struct net_loop net_loop;
+typedef struct net_conn net_conn;
+
+typedef struct net_handlers {
+    void *ud;                   /* passed to on_open, on_tick and on_signal */
+    /* A connection was accepted on a listener (tag as given to net_listen). Return the connection's
+     * user data, or NULL to refuse it (it is closed at once, on_close is not called). */
+    void *(*on_open)(void *ud, net_conn *c, int tag);
+    /* Plaintext bytes from the peer (decrypted when TLS is on). data is only valid during the call. */
+    void (*on_data)(void *conn_ud, net_conn *c, const char *data, size_t len);
+    /* The connection is gone (peer closed, error, output bound passed, or after net_conn_close has
+     * flushed). The net_conn is freed right after this returns. reason is a short text for logs. */
+    void (*on_close)(void *conn_ud, net_conn *c, const char *reason);
+    /* The timer set with net_conn_set_timer fired. */
+    void (*on_timer)(void *conn_ud, net_conn *c, time_t now);
+    /* SIGTERM, SIGINT or SIGHUP arrived (delivered from the loop, not from the signal handler). */
+    void (*on_signal)(void *ud, int signo);
+    /* The peer stopped reading and its queued output passed max_output; the connection is closed right
+     * after this returns. The handler may still queue a final short error (it is sent if it fits). */
+    void (*on_overflow)(void *conn_ud, net_conn *c);
+} net_handlers;
+
+typedef struct net_options {
+    size_t max_output;          /* bytes queued per connection before on_overflow (default 1 MiB) */
+    int max_connections;        /* accepted connections at once; more are closed at accept (0 = no limit) */
+} net_options;
+
+net_loop *net_loop_new(const net_handlers *h, const net_options *o);
+void net_loop_free(net_loop *l);    /* closes every connection without calling handlers */
+
+/* Listen on addr:port. tls = 1 for direct TLS (XEP-0368). defer_accept = seconds for TCP_DEFER_ACCEPT
+ * (0 = off; a refusal by the kernel is logged and ignored). Returns 0 or -1 (logged). */
+int net_listen(net_loop *l, const char *addr, int port, int tls, int defer_accept, int tag);
+/* Load cert and key (PEM). If both are "" or NULL, use data_dir/cert.pem and data_dir/key.pem, creating a
+ * self-signed ECDSA P-256 certificate for the given names (NULL-terminated, first is the subject CN) when
+ * they do not exist. TLS 1.2 minimum. Returns 0 or -1 (logged). */
+int net_tls_setup(net_loop *l, const char *cert, const char *key, const char *data_dir, const char *const *names);
+int net_tls_available(const net_loop *l);
+
+/* Run until net_loop_stop; returns 0. */
+int net_loop_run(net_loop *l);
+/* Stop after queued output is flushed (bounded: at most about 2 s). Safe to call from handlers. */
+void net_loop_stop(net_loop *l);
+time_t net_now(const net_loop *l);  /* cached wall-clock seconds of the current loop turn */
+
+/* Queue bytes for the peer. Writes are coalesced and flushed at the end of the loop turn.
+ * Returns 0, or -1 if the connection is closing (data dropped). */
+int net_conn_write(net_conn *c, const char *data, size_t len);
+/* Start a server-side TLS handshake once the output queued so far has been flushed (STARTTLS).
+ * Bytes the peer sent after the command and before the handshake are discarded. Returns 0 or -1. */
+int net_conn_starttls(net_conn *c);
+int net_conn_is_tls(const net_conn *c);
+/* Flush queued output, then close; on_close follows (from the loop, never from inside this call). */
+void net_conn_close(net_conn *c);
+/* Arm (or re-arm) the connection's one timer to fire `secs` from now; secs < 0 disarms. */
+void net_conn_set_timer(net_conn *c, int secs);
+time_t net_conn_last_input(const net_conn *c);
+const char *net_conn_peer(const net_conn *c);    /* peer IP address text */
+void *net_conn_ud(const net_conn *c);
+size_t net_conn_memory(const net_conn *c);       /* user-space bytes this connection holds right now */
+
+#endif
