@@ -1,0 +1,1216 @@
+/* server.c - the XMPP layer: stream state per connection (RFC 6120 §4), STARTTLS and SASL negotiation,
+ * resource binding, routing of messages, presence and IQs between sessions (RFC 6121 without rosters),
+ * the server's own IQs, and the hand-off of everything addressed to the MUC service. */
+#include "server.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <openssl/rand.h>
+
+#include "auth.h"
+#include "jid.h"
+#include "muc.h"
+#include "net_epoll.h"
+#include "store.h"
+#include "xml.h"
+
+#define NS_TLS      "urn:ietf:params:xml:ns:xmpp-tls"
+#define NS_SASL     "urn:ietf:params:xml:ns:xmpp-sasl"
+#define NS_BIND     "urn:ietf:params:xml:ns:xmpp-bind"
+#define NS_SESSION  "urn:ietf:params:xml:ns:xmpp-session"
+#define NS_STREAMS  "urn:ietf:params:xml:ns:xmpp-streams"
+#define NS_STANZAS  "urn:ietf:params:xml:ns:xmpp-stanzas"
+#define NS_DISCO_INFO  "http://jabber.org/protocol/disco#info"
+#define NS_DISCO_ITEMS "http://jabber.org/protocol/disco#items"
+#define NS_PING     "urn:xmpp:ping"
+#define NS_VERSION  "jabber:iq:version"
+#define NS_TIME     "urn:xmpp:time"
+#define NS_LAST     "jabber:iq:last"
+#define NS_ROSTER   "jabber:iq:roster"
+
+#define COUPLET_VERSION "0.1"
+
+enum { TAG_STARTTLS = 1, TAG_DIRECT_TLS = 2 };
+
+/* Where a connection is in the negotiation of RFC 6120: each stream restart returns to HEADER. */
+enum stream_state {
+    ST_HEADER,          /* waiting for the client's stream header */
+    ST_NEGOTIATE,       /* features sent: STARTTLS, SASL or bind expected */
+    ST_ACTIVE,          /* resource bound: stanzas are routed */
+    ST_CLOSED,          /* our closing tag is out; waiting for the connection to go */
+};
+
+typedef struct directed {
+    struct directed *next;
+    char jid[];         /* a JID we sent available presence to, owed 'unavailable' at the end */
+} directed;
+
+typedef struct session session;
+typedef struct account account;
+
+struct session {
+    server *srv;
+    net_conn *conn;
+    xml_parser *parser;
+    auth_sasl *sasl;
+    account *acct;              /* set once bound */
+    char *full_jid;             /* set once bound: local@domain/resource */
+    char *user;                 /* local part, set once authenticated */
+    directed *directed;
+    session *acct_next;         /* the account's other sessions */
+    session *prev, *next;       /* every session, for shutdown */
+    unsigned char state;
+    unsigned char sasl_failures;
+    unsigned tls : 1, authed : 1, available : 1, header_sent : 1, dead : 1;
+    unsigned starttls_now : 1;  /* STARTTLS just accepted: the rest of this read is not the new stream */
+    signed char priority;
+};
+
+/* An account with at least one bound session, found by its local part. */
+struct account {
+    account *hnext;
+    session *sessions;
+    char local[];
+};
+
+struct server {
+    const config *cfg;
+    net_loop *loop;
+    auth_store *store;
+    muc_service *muc;
+    session *sessions;          /* list of all sessions */
+    account **buckets;          /* open hash of bound accounts */
+    size_t nbuckets, naccounts;
+    xml_arena *arena;           /* replies built while handling one stanza */
+    xml_buf out;                /* serialization scratch, reused */
+    time_t started;
+    int stopping;
+};
+
+/* ---------------------------------------------------------------------------------------------------- */
+/* accounts table                                                                                       */
+
+static size_t hash_str(const char *s) {
+    size_t h = 1469598103934665603ull;
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}
+
+static account *account_find(server *srv, const char *local) {
+    if (!srv->nbuckets) return NULL;
+    account *a = srv->buckets[hash_str(local) & (srv->nbuckets - 1)];
+    while (a && strcmp(a->local, local) != 0) a = a->hnext;
+    return a;
+}
+
+static int accounts_grow(server *srv) {
+    size_t n = srv->nbuckets ? srv->nbuckets * 2 : 256;
+    account **b = calloc(n, sizeof *b);
+    if (!b) return -1;
+    for (size_t i = 0; i < srv->nbuckets; i++) {
+        account *a = srv->buckets[i];
+        while (a) {
+            account *next = a->hnext;
+            size_t k = hash_str(a->local) & (n - 1);
+            a->hnext = b[k];
+            b[k] = a;
+            a = next;
+        }
+    }
+    free(srv->buckets);
+    srv->buckets = b;
+    srv->nbuckets = n;
+    return 0;
+}
+
+static account *account_get(server *srv, const char *local) {
+    account *a = account_find(srv, local);
+    if (a) return a;
+    if (srv->naccounts >= srv->nbuckets && accounts_grow(srv) < 0) return NULL;
+    size_t len = strlen(local);
+    a = malloc(sizeof *a + len + 1);
+    if (!a) return NULL;
+    memcpy(a->local, local, len + 1);
+    a->sessions = NULL;
+    size_t k = hash_str(local) & (srv->nbuckets - 1);
+    a->hnext = srv->buckets[k];
+    srv->buckets[k] = a;
+    srv->naccounts++;
+    return a;
+}
+
+static void account_drop_if_empty(server *srv, account *a) {
+    if (a->sessions) return;
+    account **pp = &srv->buckets[hash_str(a->local) & (srv->nbuckets - 1)];
+    while (*pp != a) pp = &(*pp)->hnext;
+    *pp = a->hnext;
+    srv->naccounts--;
+    free(a);
+}
+
+static const char *session_resource(const session *s) {
+    return strchr(s->full_jid, '/') + 1;
+}
+
+static session *account_session(account *a, const char *resource) {
+    for (session *s = a ? a->sessions : NULL; s; s = s->acct_next)
+        if (strcmp(session_resource(s), resource) == 0) return s;
+    return NULL;
+}
+
+static unsigned account_session_count(const account *a) {
+    unsigned n = 0;
+    for (const session *s = a->sessions; s; s = s->acct_next) n++;
+    return n;
+}
+
+/* ---------------------------------------------------------------------------------------------------- */
+/* output                                                                                               */
+
+static void session_write(session *s, const char *data, size_t len) {
+    if (s->dead) return;
+    net_conn_write(s->conn, data, len);
+}
+
+static void session_puts(session *s, const char *text) {
+    session_write(s, text, strlen(text));
+}
+
+static void session_send_node(session *s, const xml_node *n) {
+    server *srv = s->srv;
+    xml_buf_reset(&srv->out);
+    xml_serialize(&srv->out, n, XML_NS_CLIENT);
+    if (!srv->out.oom) session_write(s, srv->out.data, srv->out.len);
+}
+
+/* head + " to='JID'" + tail: a stanza encoded once for many recipients */
+static void session_write_spliced(session *s, const char *to, const char *head, size_t hl,
+                                  const char *tail, size_t tl) {
+    xml_buf b;
+    char small[600];
+    xml_buf_init(&b);
+    session_write(s, head, hl);
+    xml_buf_puts(&b, " to='");
+    xml_buf_escape(&b, to, strlen(to));
+    xml_buf_puts(&b, "'");
+    if (!b.oom && b.len < sizeof small) {
+        memcpy(small, b.data, b.len);
+        session_write(s, small, b.len);
+    } else if (!b.oom) {
+        session_write(s, b.data, b.len);
+    }
+    xml_buf_free(&b);
+    session_write(s, tail, tl);
+}
+
+static void session_send_header(session *s) {
+    unsigned char rnd[8];
+    char id[17];
+    if (RAND_bytes(rnd, sizeof rnd) != 1) memset(rnd, 0x5a, sizeof rnd);
+    for (int i = 0; i < 8; i++) snprintf(id + 2 * i, 3, "%02x", rnd[i]);
+    xml_buf *b = &s->srv->out;
+    xml_buf_reset(b);
+    xml_buf_puts(b, "<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
+                    "xmlns:stream='http://etherx.jabber.org/streams' id='");
+    xml_buf_puts(b, id);
+    xml_buf_puts(b, "' from='");
+    xml_buf_escape(b, s->srv->cfg->domain, strlen(s->srv->cfg->domain));
+    xml_buf_puts(b, "' version='1.0' xml:lang='en'>");
+    if (!b->oom) session_write(s, b->data, b->len);
+    s->header_sent = 1;
+}
+
+static void session_end(session *s);
+
+/* A stream error ends the stream (RFC 6120 §4.9): header first if we never sent one. */
+static void session_stream_error(session *s, const char *condition, const char *text) {
+    if (s->state == ST_CLOSED || s->dead) return;
+    if (!s->header_sent) session_send_header(s);
+    log_info("stream error %s to %s%s%s", condition, s->full_jid ? s->full_jid : net_conn_peer(s->conn),
+             text ? ": " : "", text ? text : "");
+    xml_buf *b = &s->srv->out;
+    xml_buf_reset(b);
+    xml_buf_printf(b, "<stream:error><%s xmlns='" NS_STREAMS "'/>", condition);
+    if (text) {
+        xml_buf_puts(b, "<text xmlns='" NS_STREAMS "'>");
+        xml_buf_escape(b, text, strlen(text));
+        xml_buf_puts(b, "</text>");
+    }
+    xml_buf_puts(b, "</stream:error></stream:stream>");
+    if (!b->oom) session_write(s, b->data, b->len);
+    s->state = ST_CLOSED;
+    session_end(s);
+    net_conn_close(s->conn);
+}
+
+static void session_close_stream(session *s) {
+    if (s->state == ST_CLOSED || s->dead) return;
+    if (!s->header_sent) session_send_header(s);
+    session_puts(s, "</stream:stream>");
+    s->state = ST_CLOSED;
+    session_end(s);
+    net_conn_close(s->conn);
+}
+
+/* ---------------------------------------------------------------------------------------------------- */
+/* stanza helpers                                                                                       */
+
+static int is_stanza(const xml_node *n) {
+    return strcmp(n->ns, XML_NS_CLIENT) == 0 &&
+           (!strcmp(n->name, "message") || !strcmp(n->name, "presence") || !strcmp(n->name, "iq"));
+}
+
+static const char *stanza_type(const xml_node *n) {
+    const char *t = xml_attr_get(n, "type");
+    return t ? t : "";
+}
+
+/* The one element child of an IQ get/set (RFC 6120 §8.2.3), or NULL if there is not exactly one. */
+static xml_node *iq_payload(const xml_node *iq) {
+    xml_node *p = xml_child(iq, NULL, NULL);
+    if (!p || xml_next_child(p, NULL, NULL)) return NULL;
+    return p;
+}
+
+/* An error reply to st, from its addressee back to the sender (RFC 6120 §8.3). */
+static xml_node *stanza_error_reply(server *srv, const xml_node *st, const char *from, const char *to,
+                                    const char *type, const char *condition) {
+    xml_arena *a = srv->arena;
+    xml_node *r = xml_node_new(a, st->name, XML_NS_CLIENT);
+    if (!r) return NULL;
+    const char *id = xml_attr_get(st, "id");
+    if (id) xml_set_attr(a, r, "id", id);
+    xml_set_attr(a, r, "type", "error");
+    xml_set_attr(a, r, "from", from);
+    xml_set_attr(a, r, "to", to);
+    xml_node *e = xml_add_child(a, r, "error", XML_NS_CLIENT);
+    if (!e) return NULL;
+    xml_set_attr(a, e, "type", type);
+    xml_add_child(a, e, condition, NS_STANZAS);
+    return r;
+}
+
+/* Errors are never answered with errors (RFC 6120 §8.3.1). */
+static void send_stanza_error(session *s, const xml_node *st, const char *type, const char *condition) {
+    if (!strcmp(stanza_type(st), "error")) return;
+    const char *from = xml_attr_get(st, "to");
+    xml_node *r = stanza_error_reply(s->srv, st, from ? from : s->srv->cfg->domain, s->full_jid, type,
+                                     condition);
+    if (r) session_send_node(s, r);
+}
+
+static xml_node *iq_result(session *s, const xml_node *iq) {
+    xml_arena *a = s->srv->arena;
+    xml_node *r = xml_node_new(a, "iq", XML_NS_CLIENT);
+    if (!r) return NULL;
+    const char *from = xml_attr_get(iq, "to");
+    xml_set_attr(a, r, "id", xml_attr_get(iq, "id"));
+    xml_set_attr(a, r, "type", "result");
+    if (from) xml_set_attr(a, r, "from", from);
+    xml_set_attr(a, r, "to", s->full_jid);
+    return r;
+}
+
+/* ---------------------------------------------------------------------------------------------------- */
+/* features and negotiation (RFC 6120 §§4-7)                                                            */
+
+static int sasl_allowed(const session *s) {
+    return s->tls || !s->srv->cfg->require_encryption || !net_tls_available(s->srv->loop);
+}
+
+static void session_send_features(session *s) {
+    xml_buf *b = &s->srv->out;
+    xml_buf_reset(b);
+    xml_buf_puts(b, "<stream:features>");
+    if (!s->authed) {
+        if (!s->tls && net_tls_available(s->srv->loop))
+            xml_buf_puts(b, s->srv->cfg->require_encryption
+                                ? "<starttls xmlns='" NS_TLS "'><required/></starttls>"
+                                : "<starttls xmlns='" NS_TLS "'/>");
+        if (sasl_allowed(s)) {
+            xml_buf_puts(b, "<mechanisms xmlns='" NS_SASL "'>");
+            for (const char *const *m = auth_mechanisms(); *m; m++)
+                xml_buf_printf(b, "<mechanism>%s</mechanism>", *m);
+            xml_buf_puts(b, "</mechanisms>");
+        }
+    } else {
+        xml_buf_puts(b, "<bind xmlns='" NS_BIND "'/>"
+                        "<session xmlns='" NS_SESSION "'><optional/></session>");
+    }
+    xml_buf_puts(b, "</stream:features>");
+    if (!b->oom) session_write(s, b->data, b->len);
+}
+
+static int on_stream_open(void *ud, xml_node *root) {
+    session *s = ud;
+    const config *cfg = s->srv->cfg;
+    s->header_sent = 0;
+    if (strcmp(root->name, "stream") != 0 || strcmp(root->ns, XML_NS_STREAM) != 0) {
+        session_stream_error(s, "invalid-namespace", NULL);
+        return 1;
+    }
+    const char *to = xml_attr_get(root, "to");
+    jid j;
+    if (to && (jid_parse(to, &j) < 0 || j.local[0] || j.resource[0] || strcmp(j.domain, cfg->domain) != 0)) {
+        session_stream_error(s, "host-unknown", NULL);
+        return 1;
+    }
+    const char *version = xml_attr_get(root, "version");
+    if (!version || strcmp(version, "1.0") != 0) {
+        /* We speak only XMPP 1.0 streams (RFC 6120 §4.7.5): an older or absent version is refused. */
+        session_stream_error(s, "unsupported-version", NULL);
+        return 1;
+    }
+    session_send_header(s);
+    session_send_features(s);
+    s->state = ST_NEGOTIATE;
+    return 0;
+}
+
+static int on_stream_close(void *ud) {
+    session_close_stream(ud);
+    return 1;
+}
+
+/* A stream restart (after STARTTLS or SASL success): the parser forgets the old stream. */
+static int session_restart(session *s) {
+    xml_parser_reset(s->parser);
+    s->state = ST_HEADER;
+    return 1;
+}
+
+static int handle_starttls(session *s) {
+    if (s->tls || s->authed || !net_tls_available(s->srv->loop)) {
+        /* RFC 6120 §5.4.2.2: a failure element, then the stream is closed */
+        session_puts(s, "<failure xmlns='" NS_TLS "'/>");
+        session_close_stream(s);
+        return 1;
+    }
+    session_puts(s, "<proceed xmlns='" NS_TLS "'/>");
+    if (net_conn_starttls(s->conn) < 0) {
+        session_close_stream(s);
+        return 1;
+    }
+    s->tls = 1;
+    s->starttls_now = 1;
+    return session_restart(s);
+}
+
+static void sasl_failure(session *s, const char *condition) {
+    xml_buf *b = &s->srv->out;
+    xml_buf_reset(b);
+    xml_buf_printf(b, "<failure xmlns='" NS_SASL "'><%s/></failure>", condition);
+    if (!b->oom) session_write(s, b->data, b->len);
+    auth_sasl_free(s->sasl);
+    s->sasl = NULL;
+    log_info("authentication failed from %s: %s", net_conn_peer(s->conn), condition);
+    if (++s->sasl_failures >= s->srv->cfg->sasl_max_attempts)
+        session_stream_error(s, "policy-violation", "too many failed authentication attempts");
+}
+
+static int sasl_step(session *s, const char *data) {
+    char out[1024];
+    int r = auth_sasl_step(s->sasl, data, out, sizeof out);
+    if (r == AUTH_CONTINUE) {
+        xml_buf *b = &s->srv->out;
+        xml_buf_reset(b);
+        xml_buf_printf(b, "<challenge xmlns='" NS_SASL "'>%s</challenge>", out);
+        if (!b->oom) session_write(s, b->data, b->len);
+        return 0;
+    }
+    if (r == AUTH_FAILURE) {
+        sasl_failure(s, auth_sasl_condition(s->sasl));
+        return s->state == ST_CLOSED;
+    }
+    s->user = strdup(auth_sasl_user(s->sasl));
+    auth_sasl_free(s->sasl);
+    s->sasl = NULL;
+    if (!s->user) {
+        session_stream_error(s, "internal-server-error", NULL);
+        return 1;
+    }
+    s->authed = 1;
+    xml_buf *b = &s->srv->out;
+    xml_buf_reset(b);
+    if (out[0]) xml_buf_printf(b, "<success xmlns='" NS_SASL "'>%s</success>", out);
+    else xml_buf_puts(b, "<success xmlns='" NS_SASL "'/>");
+    if (!b->oom) session_write(s, b->data, b->len);
+    log_info("%s authenticated as %s", net_conn_peer(s->conn), s->user);
+    return session_restart(s);
+}
+
+static int handle_sasl(session *s, const xml_node *n) {
+    if (s->authed) {
+        session_stream_error(s, "policy-violation", "already authenticated");
+        return 1;
+    }
+    if (!strcmp(n->name, "auth")) {
+        if (!sasl_allowed(s)) {
+            sasl_failure(s, "encryption-required");
+            return s->state == ST_CLOSED;
+        }
+        if (s->sasl) auth_sasl_free(s->sasl);
+        const char *mech = xml_attr_get(n, "mechanism");
+        s->sasl = mech ? auth_sasl_start(s->srv->store, mech) : NULL;
+        if (!s->sasl) {
+            sasl_failure(s, "invalid-mechanism");
+            return s->state == ST_CLOSED;
+        }
+        return sasl_step(s, xml_text(n));
+    }
+    if (!strcmp(n->name, "response")) {
+        if (!s->sasl) {
+            sasl_failure(s, "malformed-request");
+            return s->state == ST_CLOSED;
+        }
+        return sasl_step(s, xml_text(n));
+    }
+    if (!strcmp(n->name, "abort")) {
+        sasl_failure(s, "aborted");
+        return s->state == ST_CLOSED;
+    }
+    session_stream_error(s, "unsupported-stanza-type", NULL);
+    return 1;
+}
+
+static void random_resource(char *out, size_t n) {
+    unsigned char rnd[6];
+    if (RAND_bytes(rnd, sizeof rnd) != 1) memset(rnd, 0x33, sizeof rnd);
+    snprintf(out, n, "couplet-%02x%02x%02x%02x%02x%02x", rnd[0], rnd[1], rnd[2], rnd[3], rnd[4], rnd[5]);
+}
+
+static void session_unbind(session *s);
+
+/* Resource binding (RFC 6120 §7). A second session with the same full JID replaces the first. */
+static int handle_bind(session *s, const xml_node *iq, const xml_node *bind) {
+    server *srv = s->srv;
+    char res[JID_PART_MAX + 1];
+    const xml_node *rn = xml_child(bind, "resource", NS_BIND);
+    const char *want = rn ? xml_text(rn) : "";
+    if (want[0]) {
+        if (!jid_resource_valid(want) || strlen(want) > JID_PART_MAX) {
+            send_stanza_error(s, iq, "modify", "bad-request");
+            return 0;
+        }
+        snprintf(res, sizeof res, "%s", want);
+    } else {
+        random_resource(res, sizeof res);
+    }
+    account *a = account_get(srv, s->user);
+    if (!a) {
+        send_stanza_error(s, iq, "wait", "resource-constraint");
+        return 0;
+    }
+    session *old = account_session(a, res);
+    if (old) {
+        session_stream_error(old, "conflict", "replaced by a new session");
+    } else if ((int)account_session_count(a) >= srv->cfg->max_sessions_per_account) {
+        send_stanza_error(s, iq, "wait", "resource-constraint");
+        account_drop_if_empty(srv, a);
+        return 0;
+    }
+    size_t len = strlen(s->user) + strlen(srv->cfg->domain) + strlen(res) + 3;
+    s->full_jid = malloc(len);
+    if (!s->full_jid) {
+        account_drop_if_empty(srv, a);
+        session_stream_error(s, "internal-server-error", NULL);
+        return 1;
+    }
+    snprintf(s->full_jid, len, "%s@%s/%s", s->user, srv->cfg->domain, res);
+    s->acct = a;
+    s->acct_next = a->sessions;
+    a->sessions = s;
+    s->state = ST_ACTIVE;
+    xml_node *r = iq_result(s, iq);
+    if (r) {
+        xml_node *b = xml_add_child(srv->arena, r, "bind", NS_BIND);
+        if (b) xml_add_child_text(srv->arena, b, "jid", NS_BIND, s->full_jid);
+        xml_set_attr(srv->arena, r, "from", NULL);
+        session_send_node(s, r);
+    }
+    /* the handshake is over: from now on the timer watches for idleness */
+    net_conn_set_timer(s->conn, srv->cfg->idle_timeout);
+    log_info("%s bound %s", net_conn_peer(s->conn), s->full_jid);
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------------- */
+/* routing (RFC 6121 §§8, 4 without a roster)                                                           */
+
+static void route_stanza(session *s, xml_node *st);
+
+/* Available sessions with the highest non-negative priority (RFC 6121 §8.5.2.1.1). */
+static int account_best_priority(const account *a) {
+    int best = -1;
+    for (const session *t = a ? a->sessions : NULL; t; t = t->acct_next)
+        if (t->available && t->priority >= 0 && t->priority > best) best = t->priority;
+    return best;
+}
+
+static int deliver_to_bare(server *srv, account *a, const xml_node *st) {
+    int best = account_best_priority(a), n = 0;
+    if (best < 0) return 0;
+    for (session *t = a->sessions; t; t = t->acct_next)
+        if (t->available && t->priority == best) {
+            session_send_node(t, st);
+            n++;
+        }
+    return n;
+}
+
+static void route_message_to_user(session *s, xml_node *st, const jid *to) {
+    server *srv = s->srv;
+    const char *type = stanza_type(st);
+    account *a = account_find(srv, to->local);
+    if (to->resource[0]) {
+        session *t = account_session(a, to->resource);
+        if (t) {
+            session_send_node(t, st);
+            return;
+        }
+        /* RFC 6121 §8.5.3.2.1: no such resource; groupchat bounces, headline is dropped,
+         * chat and normal fall back to the bare JID. */
+        if (!strcmp(type, "groupchat")) {
+            send_stanza_error(s, st, "cancel", "service-unavailable");
+            return;
+        }
+        if (!strcmp(type, "headline") || !strcmp(type, "error")) return;
+    }
+    if (!strcmp(type, "error")) return;
+    if (!strcmp(type, "groupchat")) {
+        send_stanza_error(s, st, "cancel", "service-unavailable");
+        return;
+    }
+    if (deliver_to_bare(srv, a, st) > 0 || !strcmp(type, "headline")) return;
+    /* no offline storage: the sender learns the message was not delivered */
+    send_stanza_error(s, st, "cancel", "service-unavailable");
+}
+
+static void directed_remember(session *s, const char *to) {
+    for (directed *d = s->directed; d; d = d->next)
+        if (!strcmp(d->jid, to)) return;
+    size_t len = strlen(to);
+    directed *d = malloc(sizeof *d + len + 1);
+    if (!d) return;
+    memcpy(d->jid, to, len + 1);
+    d->next = s->directed;
+    s->directed = d;
+}
+
+static void directed_forget(session *s, const char *to) {
+    for (directed **pp = &s->directed; *pp; pp = &(*pp)->next)
+        if (!strcmp((*pp)->jid, to)) {
+            directed *d = *pp;
+            *pp = d->next;
+            free(d);
+            return;
+        }
+}
+
+/* Presence the client addressed to someone: delivered, and remembered so that the recipient is told
+ * 'unavailable' when this session ends (RFC 6121 §4.6). */
+static void route_presence_directed(session *s, xml_node *st, const jid *to, const char *to_text) {
+    server *srv = s->srv;
+    const char *type = stanza_type(st);
+    int avail = !type[0], unavail = !strcmp(type, "unavailable");
+    if (avail) directed_remember(s, to_text);
+    else if (unavail) directed_forget(s, to_text);
+    if (!strcmp(to->domain, srv->cfg->muc_domain)) {
+        muc_handle_stanza(srv->muc, st);
+        return;
+    }
+    if (!avail && !unavail && strcmp(type, "error") != 0)
+        return;   /* no rosters: subscriptions and probes are not served */
+    account *a = account_find(srv, to->local);
+    if (to->resource[0]) {
+        session *t = account_session(a, to->resource);
+        if (t) session_send_node(t, st);
+        return;
+    }
+    for (session *t = a ? a->sessions : NULL; t; t = t->acct_next)
+        if (t->available) session_send_node(t, st);
+}
+
+static void presence_reflect(session *s, const xml_node *st) {
+    for (session *t = s->acct->sessions; t; t = t->acct_next)
+        if (t->available || t == s) session_send_node(t, st);
+}
+
+static void send_unavailable_to_directed(session *s) {
+    server *srv = s->srv;
+    while (s->directed) {
+        directed *d = s->directed;
+        s->directed = d->next;
+        xml_node *p = xml_node_new(srv->arena, "presence", XML_NS_CLIENT);
+        if (p) {
+            xml_set_attr(srv->arena, p, "type", "unavailable");
+            xml_set_attr(srv->arena, p, "from", s->full_jid);
+            xml_set_attr(srv->arena, p, "to", d->jid);
+            route_stanza(s, p);
+        }
+        free(d);
+    }
+}
+
+static void route_presence_broadcast(session *s, xml_node *st) {
+    const char *type = stanza_type(st);
+    if (!type[0]) {
+        const xml_node *pr = xml_child(st, "priority", XML_NS_CLIENT);
+        long p = pr ? strtol(xml_text(pr), NULL, 10) : 0;
+        s->priority = (signed char)(p < -128 ? -128 : p > 127 ? 127 : p);
+        s->available = 1;
+        presence_reflect(s, st);
+    } else if (!strcmp(type, "unavailable")) {
+        presence_reflect(s, st);
+        s->available = 0;
+        send_unavailable_to_directed(s);
+    }
+    /* other types without 'to' (subscriptions, probes) have no meaning without a roster */
+}
+
+/* ---- the server's own IQs ---- */
+
+static void add_feature(server *srv, xml_node *q, const char *var) {
+    xml_node *f = xml_add_child(srv->arena, q, "feature", NULL);
+    if (f) xml_set_attr(srv->arena, f, "var", var);
+}
+
+static xml_node *iq_result_query(session *s, const xml_node *iq, const char *name, const char *ns) {
+    xml_node *r = iq_result(s, iq);
+    return r ? xml_add_child(s->srv->arena, r, name, ns) : NULL;
+}
+
+static void send_result(session *s, xml_node *child_or_iq) {
+    xml_node *root = child_or_iq;
+    while (root && root->parent) root = root->parent;
+    if (root) session_send_node(s, root);
+}
+
+static void iq_server_disco_info(session *s, const xml_node *iq, const xml_node *q) {
+    server *srv = s->srv;
+    if (xml_attr_get(q, "node")) {
+        send_stanza_error(s, iq, "cancel", "item-not-found");
+        return;
+    }
+    xml_node *r = iq_result_query(s, iq, "query", NS_DISCO_INFO);
+    if (!r) return;
+    xml_node *id = xml_add_child(srv->arena, r, "identity", NULL);
+    if (id) {
+        xml_set_attr(srv->arena, id, "category", "server");
+        xml_set_attr(srv->arena, id, "type", "im");
+        xml_set_attr(srv->arena, id, "name", "Couplet");
+    }
+    static const char *const features[] = {NS_DISCO_INFO, NS_DISCO_ITEMS, NS_PING, NS_VERSION, NS_TIME,
+                                           NS_LAST, NS_ROSTER, NULL};
+    for (const char *const *f = features; *f; f++) add_feature(srv, r, *f);
+    send_result(s, r);
+}
+
+static void iq_server_disco_items(session *s, const xml_node *iq, const xml_node *q) {
+    server *srv = s->srv;
+    if (xml_attr_get(q, "node")) {
+        send_stanza_error(s, iq, "cancel", "item-not-found");
+        return;
+    }
+    xml_node *r = iq_result_query(s, iq, "query", NS_DISCO_ITEMS);
+    if (!r) return;
+    xml_node *item = xml_add_child(srv->arena, r, "item", NULL);
+    if (item) {
+        xml_set_attr(srv->arena, item, "jid", srv->cfg->muc_domain);
+        xml_set_attr(srv->arena, item, "name", "Chatrooms");
+    }
+    send_result(s, r);
+}
+
+static void iq_server_version(session *s, const xml_node *iq) {
+    xml_node *r = iq_result_query(s, iq, "query", NS_VERSION);
+    if (!r) return;
+    xml_add_child_text(s->srv->arena, r, "name", NULL, "Couplet");
+    xml_add_child_text(s->srv->arena, r, "version", NULL, COUPLET_VERSION);
+    send_result(s, r);
+}
+
+static void iq_server_time(session *s, const xml_node *iq) {
+    char utc[32];
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(utc, sizeof utc, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    xml_node *r = iq_result_query(s, iq, "time", NS_TIME);
+    if (!r) return;
+    xml_add_child_text(s->srv->arena, r, "tzo", NULL, "+00:00");
+    xml_add_child_text(s->srv->arena, r, "utc", NULL, utc);
+    send_result(s, r);
+}
+
+static void iq_server_uptime(session *s, const xml_node *iq) {
+    char secs[32];
+    snprintf(secs, sizeof secs, "%lld", (long long)(time(NULL) - s->srv->started));
+    xml_node *r = iq_result_query(s, iq, "query", NS_LAST);
+    if (!r) return;
+    xml_set_attr(s->srv->arena, r, "seconds", secs);
+    send_result(s, r);
+}
+
+static void iq_server(session *s, const xml_node *iq, const xml_node *q) {
+    int get = !strcmp(stanza_type(iq), "get");
+    if (get && !strcmp(q->ns, NS_DISCO_INFO) && !strcmp(q->name, "query")) iq_server_disco_info(s, iq, q);
+    else if (get && !strcmp(q->ns, NS_DISCO_ITEMS) && !strcmp(q->name, "query")) iq_server_disco_items(s, iq, q);
+    else if (get && !strcmp(q->ns, NS_PING) && !strcmp(q->name, "ping")) send_result(s, iq_result(s, iq));
+    else if (get && !strcmp(q->ns, NS_VERSION) && !strcmp(q->name, "query")) iq_server_version(s, iq);
+    else if (get && !strcmp(q->ns, NS_TIME) && !strcmp(q->name, "time")) iq_server_time(s, iq);
+    else if (get && !strcmp(q->ns, NS_LAST) && !strcmp(q->name, "query")) iq_server_uptime(s, iq);
+    else if (!strcmp(q->ns, NS_SESSION) && !strcmp(q->name, "session")) send_result(s, iq_result(s, iq));
+    else send_stanza_error(s, iq, "cancel", "service-unavailable");
+}
+
+/* IQs to a bare account JID are answered by the server on the account's behalf (RFC 6120 §10.5.4). */
+static void iq_account(session *s, const xml_node *iq, const xml_node *q, const jid *to) {
+    server *srv = s->srv;
+    int get = !strcmp(stanza_type(iq), "get");
+    int own = !strcmp(to->local, s->user);
+    if (own && !strcmp(q->ns, NS_ROSTER) && !strcmp(q->name, "query")) {
+        /* roster-less: an empty roster, and no roster can be stored */
+        if (get) send_result(s, iq_result_query(s, iq, "query", NS_ROSTER));
+        else send_stanza_error(s, iq, "cancel", "not-allowed");
+        return;
+    }
+    if (get && !strcmp(q->ns, NS_DISCO_INFO) && !strcmp(q->name, "query") && !xml_attr_get(q, "node")) {
+        xml_node *r = iq_result_query(s, iq, "query", NS_DISCO_INFO);
+        if (!r) return;
+        xml_node *id = xml_add_child(srv->arena, r, "identity", NULL);
+        if (id) {
+            xml_set_attr(srv->arena, id, "category", "account");
+            xml_set_attr(srv->arena, id, "type", "registered");
+        }
+        add_feature(srv, r, NS_DISCO_INFO);
+        add_feature(srv, r, NS_DISCO_ITEMS);
+        send_result(s, r);
+        return;
+    }
+    if (get && !strcmp(q->ns, NS_DISCO_ITEMS) && !strcmp(q->name, "query") && !xml_attr_get(q, "node")) {
+        send_result(s, iq_result_query(s, iq, "query", NS_DISCO_ITEMS));
+        return;
+    }
+    if (get && !strcmp(q->ns, NS_PING) && !strcmp(q->name, "ping")) {
+        send_result(s, iq_result(s, iq));
+        return;
+    }
+    send_stanza_error(s, iq, "cancel", "service-unavailable");
+}
+
+static void route_iq(session *s, xml_node *st, const jid *to, int has_to) {
+    server *srv = s->srv;
+    const char *type = stanza_type(st);
+    int request = !strcmp(type, "get") || !strcmp(type, "set");
+    int response = !strcmp(type, "result") || !strcmp(type, "error");
+    if (!request && !response) {
+        send_stanza_error(s, st, "modify", "bad-request");
+        return;
+    }
+    if (!xml_attr_get(st, "id")) {
+        if (request) send_stanza_error(s, st, "modify", "bad-request");
+        return;
+    }
+    xml_node *q = request ? iq_payload(st) : NULL;
+    if (request && !q) {
+        send_stanza_error(s, st, "modify", "bad-request");
+        return;
+    }
+    if (has_to && to->local[0] && to->resource[0]) {
+        session *t = account_session(account_find(srv, to->local), to->resource);
+        if (t) session_send_node(t, st);
+        else if (request) send_stanza_error(s, st, "cancel", "service-unavailable");
+        return;
+    }
+    if (!request) return;   /* results and errors to the server or a bare JID end here */
+    if (!has_to || !to->local[0]) {
+        if (has_to && to->resource[0]) send_stanza_error(s, st, "cancel", "service-unavailable");
+        else iq_server(s, st, q);
+        return;
+    }
+    if (!auth_user_exists(srv->store, to->local)) {
+        send_stanza_error(s, st, "cancel", "service-unavailable");
+        return;
+    }
+    iq_account(s, st, q, to);
+}
+
+static void route_to_local(session *s, xml_node *st, const jid *to, const char *to_text, int has_to) {
+    server *srv = s->srv;
+    if (!strcmp(st->name, "iq")) {
+        route_iq(s, st, to, has_to);
+        return;
+    }
+    if (!strcmp(st->name, "presence")) {
+        if (!has_to) route_presence_broadcast(s, st);
+        else if (to->local[0]) route_presence_directed(s, st, to, to_text);
+        return;     /* presence to the server itself has nothing to do */
+    }
+    /* message */
+    if (!has_to || !to->local[0]) {
+        if (!has_to) {   /* RFC 6121 §8.1.1.1: no 'to' means the sender's own bare JID */
+            deliver_to_bare(srv, s->acct, st);
+        }
+        return;
+    }
+    if (!auth_user_exists(srv->store, to->local)) {
+        send_stanza_error(s, st, "cancel", "service-unavailable");
+        return;
+    }
+    route_message_to_user(s, st, to);
+}
+
+static void route_stanza(session *s, xml_node *st) {
+    server *srv = s->srv;
+    const char *to_text = xml_attr_get(st, "to");
+    jid to;
+    to.local[0] = to.domain[0] = to.resource[0] = 0;
+    if (to_text && jid_parse(to_text, &to) < 0) {
+        send_stanza_error(s, st, "modify", "jid-malformed");
+        return;
+    }
+    /* the sender is who the stream says it is, whatever 'from' the client wrote (RFC 6120 §8.1.2.1) */
+    xml_set_attr(srv->arena, st, "from", s->full_jid);
+    if (!to_text || !strcmp(to.domain, srv->cfg->domain)) {
+        route_to_local(s, st, &to, to_text, to_text != NULL);
+        return;
+    }
+    if (!strcmp(to.domain, srv->cfg->muc_domain)) {
+        if (!strcmp(st->name, "presence")) route_presence_directed(s, st, &to, to_text);
+        else muc_handle_stanza(srv->muc, st);
+        return;
+    }
+    /* no server-to-server links */
+    send_stanza_error(s, st, "cancel", "remote-server-not-found");
+}
+
+/* ---------------------------------------------------------------------------------------------------- */
+/* the parser's stanza callback: what a stanza means depends on the stream's state                      */
+
+static int on_stanza(void *ud, xml_node *n) {
+    session *s = ud;
+    server *srv = s->srv;
+    int stop = 0;
+    xml_arena_reset(srv->arena);
+    if (s->state == ST_CLOSED) return 1;
+    if (!strcmp(n->ns, NS_TLS) && !strcmp(n->name, "starttls"))
+        return handle_starttls(s);
+    if (!strcmp(n->ns, NS_SASL))
+        return handle_sasl(s, n);
+    if (!s->authed) {
+        session_stream_error(s, "not-authorized", NULL);
+        return 1;
+    }
+    if (!is_stanza(n)) {
+        session_stream_error(s, strcmp(n->ns, XML_NS_CLIENT) ? "invalid-namespace" : "unsupported-stanza-type",
+                             NULL);
+        return 1;
+    }
+    if (s->state != ST_ACTIVE) {
+        const xml_node *b = !strcmp(n->name, "iq") && !strcmp(stanza_type(n), "set") ? iq_payload(n) : NULL;
+        if (b && !strcmp(b->name, "bind") && !strcmp(b->ns, NS_BIND) && xml_attr_get(n, "id"))
+            stop = handle_bind(s, n, b);
+        else session_stream_error(s, "not-authorized", "bind a resource first");
+        return stop || s->state == ST_CLOSED;
+    }
+    route_stanza(s, n);
+    return s->state == ST_CLOSED;
+}
+
+/* ---------------------------------------------------------------------------------------------------- */
+/* connections                                                                                          */
+
+static const xml_events parser_events = {on_stream_open, on_stanza, on_stream_close};
+
+static const char *parser_error_condition(int status) {
+    switch (status) {
+    case XML_ERR_RESTRICTED: return "restricted-xml";
+    case XML_ERR_LIMIT: return "policy-violation";
+    case XML_ERR_BAD_NAMESPACE: return "invalid-namespace";
+    case XML_ERR_NOMEM: return "internal-server-error";
+    default: return "not-well-formed";
+    }
+}
+
+static void *on_open(void *ud, net_conn *c, int tag) {
+    server *srv = ud;
+    if (srv->stopping) return NULL;
+    session *s = calloc(1, sizeof *s);
+    if (!s) return NULL;
+    xml_limits lim;
+    xml_limits_default(&lim);
+    lim.max_stanza = srv->cfg->max_stanza_size;
+    lim.max_depth = srv->cfg->max_depth;
+    lim.max_attrs = srv->cfg->max_attrs;
+    lim.max_name = srv->cfg->max_name_len;
+    s->parser = xml_parser_new(&lim, &parser_events, s);
+    if (!s->parser) {
+        free(s);
+        return NULL;
+    }
+    s->srv = srv;
+    s->conn = c;
+    s->tls = tag == TAG_DIRECT_TLS;
+    s->next = srv->sessions;
+    if (srv->sessions) srv->sessions->prev = s;
+    srv->sessions = s;
+    net_conn_set_timer(c, srv->cfg->handshake_timeout);
+    log_debug("connection from %s", net_conn_peer(c));
+    return s;
+}
+
+static void on_data(void *ud, net_conn *c, const char *data, size_t len) {
+    session *s = ud;
+    while (len > 0 && s->state != ST_CLOSED && !s->dead) {
+        size_t used = 0;
+        int r = xml_parser_feed(s->parser, data, len, &used);
+        if (r == XML_OK) break;
+        if (r == XML_STOPPED) {
+            /* plaintext after <starttls/> is an injection attempt, never the new stream */
+            if (s->starttls_now) {
+                s->starttls_now = 0;
+                break;
+            }
+            data += used;
+            len -= used;
+            continue;
+        }
+        session_stream_error(s, parser_error_condition(r), xml_status_str(r));
+        break;
+    }
+}
+
+/* Leave the network: presence goes out as if the client had sent 'unavailable', the account forgets
+ * this session. Idempotent; the net_conn may still be flushing. */
+static void session_end(session *s) {
+    if (s->dead) return;
+    if (s->acct) {
+        if (s->available || s->directed) {
+            xml_node *p = xml_node_new(s->srv->arena, "presence", XML_NS_CLIENT);
+            if (p) {
+                xml_set_attr(s->srv->arena, p, "type", "unavailable");
+                xml_set_attr(s->srv->arena, p, "from", s->full_jid);
+                for (session *t = s->acct->sessions; t; t = t->acct_next)
+                    if (t != s && t->available) session_send_node(t, p);
+            }
+            s->available = 0;
+            send_unavailable_to_directed(s);
+        }
+        session_unbind(s);
+    }
+    s->dead = 1;
+}
+
+static void session_unbind(session *s) {
+    account *a = s->acct;
+    if (!a) return;
+    for (session **pp = &a->sessions; *pp; pp = &(*pp)->acct_next)
+        if (*pp == s) {
+            *pp = s->acct_next;
+            break;
+        }
+    s->acct = NULL;
+    account_drop_if_empty(s->srv, a);
+}
+
+static void session_free(session *s) {
+    server *srv = s->srv;
+    if (s->prev) s->prev->next = s->next;
+    else srv->sessions = s->next;
+    if (s->next) s->next->prev = s->prev;
+    while (s->directed) {
+        directed *d = s->directed;
+        s->directed = d->next;
+        free(d);
+    }
+    xml_parser_free(s->parser);
+    auth_sasl_free(s->sasl);
+    free(s->full_jid);
+    free(s->user);
+    free(s);
+}
+
+static void on_close(void *ud, net_conn *c, const char *reason) {
+    session *s = ud;
+    log_debug("%s closed: %s", s->full_jid ? s->full_jid : net_conn_peer(c), reason);
+    xml_arena_reset(s->srv->arena);
+    session_end(s);
+    session_free(s);
+}
+
+/* May run in the middle of a broadcast, so it only writes the error: on_close does the rest. */
+static void on_overflow(void *ud, net_conn *c) {
+    session *s = ud;
+    log_warn("%s stopped reading: output bound passed", s->full_jid ? s->full_jid : net_conn_peer(c));
+    if (!s->dead && s->state != ST_CLOSED)
+        session_puts(s, "<stream:error><policy-violation xmlns='" NS_STREAMS "'/></stream:error></stream:stream>");
+    s->state = ST_CLOSED;
+}
+
+static void on_timer(void *ud, net_conn *c, time_t now) {
+    session *s = ud;
+    server *srv = s->srv;
+    if (s->state == ST_CLOSED || s->dead) return;
+    if (s->state != ST_ACTIVE) {
+        session_stream_error(s, "connection-timeout", "no session was established in time");
+        return;
+    }
+    time_t idle = now - net_conn_last_input(c);
+    if (idle >= srv->cfg->idle_timeout) {
+        /* a whitespace keepalive (RFC 6120 §4.6.1): lets TCP find a dead peer */
+        session_puts(s, " ");
+        net_conn_set_timer(c, srv->cfg->idle_timeout);
+    } else {
+        net_conn_set_timer(c, (int)(srv->cfg->idle_timeout - idle));
+    }
+}
+
+static void on_signal(void *ud, int signo) {
+    server *srv = ud;
+    if (signo == SIGHUP) {
+        log_info("SIGHUP: configuration reload is not supported yet; ignored");
+        return;
+    }
+    log_info("signal %d: closing every stream", signo);
+    srv->stopping = 1;
+    for (session *s = srv->sessions; s; s = s->next) {
+        if (s->state == ST_CLOSED || s->dead) continue;
+        session_stream_error(s, "system-shutdown", NULL);
+    }
+    if (muc_service_flush(srv->muc) < 0) log_err("could not persist rooms at shutdown");
+    net_loop_stop(srv->loop);
+}
+
+/* ---------------------------------------------------------------------------------------------------- */
+/* the MUC service's way out                                                                            */
+
+static int muc_deliver(void *ud, const char *to, const char *head, size_t hl, const char *tail, size_t tl) {
+    server *srv = ud;
+    jid j;
+    if (jid_parse(to, &j) < 0 || strcmp(j.domain, srv->cfg->domain) != 0) return -1;
+    account *a = account_find(srv, j.local);
+    if (j.resource[0]) {
+        session *t = account_session(a, j.resource);
+        if (!t || t->dead) return -1;
+        session_write_spliced(t, to, head, hl, tail, tl);
+        return 0;
+    }
+    int best = account_best_priority(a), n = 0;
+    for (session *t = a ? a->sessions : NULL; best >= 0 && t; t = t->acct_next)
+        if (t->available && t->priority == best) {
+            session_write_spliced(t, to, head, hl, tail, tl);
+            n++;
+        }
+    return n ? 0 : -1;
+}
+
+static int muc_is_admin(void *ud, const char *bare) {
+    server *srv = ud;
+    size_t n = strlen(bare);
+    for (const char *p = srv->cfg->admins; (p = strstr(p, bare)) != NULL; p += n)
+        if ((p == srv->cfg->admins || p[-1] == ' ' || p[-1] == ',') && (p[n] == 0 || p[n] == ' ' || p[n] == ','))
+            return 1;
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------------- */
+
+server *server_new(const config *cfg, char *err, size_t errlen) {
+    server *srv = calloc(1, sizeof *srv);
+    if (!srv) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    srv->cfg = cfg;
+    srv->started = time(NULL);
+    xml_buf_init(&srv->out);
+    srv->arena = xml_arena_new();
+    if (!srv->arena || store_mkdir(cfg->data_dir) < 0) {
+        snprintf(err, errlen, "cannot use data directory %s: %s", cfg->data_dir, strerror(errno));
+        server_free(srv);
+        return NULL;
+    }
+    srv->store = auth_store_open(cfg->data_dir, cfg->scram_iterations, err, errlen);
+    if (!srv->store) {
+        server_free(srv);
+        return NULL;
+    }
+    muc_config mc = {
+        .domain = cfg->muc_domain, .server_domain = cfg->domain, .data_dir = cfg->data_dir,
+        .create_rooms = cfg->muc_create, .max_rooms = cfg->muc_max_rooms,
+        .max_occupants = cfg->muc_max_occupants, .max_history = cfg->muc_max_history,
+        .default_history = cfg->muc_default_history, .default_persistent = cfg->muc_default_persistent,
+        .default_public = cfg->muc_default_public,
+    };
+    muc_host mh = {.ud = srv, .deliver = muc_deliver, .is_admin = muc_is_admin};
+    srv->muc = muc_service_new(&mc, &mh, err, errlen);
+    if (!srv->muc) {
+        server_free(srv);
+        return NULL;
+    }
+    net_handlers h = {.ud = srv, .on_open = on_open, .on_data = on_data, .on_close = on_close,
+                      .on_timer = on_timer, .on_signal = on_signal, .on_overflow = on_overflow};
+    net_options o = {.max_output = cfg->max_output, .max_connections = cfg->max_connections};
+    srv->loop = net_loop_new(&h, &o);
+    if (!srv->loop) {
+        snprintf(err, errlen, "cannot create the event loop: %s", strerror(errno));
+        server_free(srv);
+        return NULL;
+    }
+    if (cfg->c2s_port || cfg->c2s_tls_port) {
+        const char *names[] = {cfg->domain, cfg->muc_domain, NULL};
+        if (net_tls_setup(srv->loop, cfg->tls_cert, cfg->tls_key, cfg->data_dir, names) < 0) {
+            if (cfg->require_encryption || cfg->c2s_tls_port) {
+                snprintf(err, errlen, "TLS setup failed (see the log above)");
+                server_free(srv);
+                return NULL;
+            }
+            log_warn("TLS unavailable: clients will authenticate in plaintext");
+        }
+    }
+    if ((cfg->c2s_port && net_listen(srv->loop, cfg->bind, cfg->c2s_port, 0, cfg->defer_accept, TAG_STARTTLS) < 0) ||
+        (cfg->c2s_tls_port &&
+         net_listen(srv->loop, cfg->bind, cfg->c2s_tls_port, 1, cfg->defer_accept, TAG_DIRECT_TLS) < 0)) {
+        snprintf(err, errlen, "cannot listen on %s (see the log above)", cfg->bind);
+        server_free(srv);
+        return NULL;
+    }
+    return srv;
+}
+
+int server_run(server *srv) {
+    log_info("Couplet %s serving %s (rooms at %s) on %s port %d (STARTTLS) and %d (direct TLS)", COUPLET_VERSION,
+             srv->cfg->domain, srv->cfg->muc_domain, srv->cfg->bind, srv->cfg->c2s_port, srv->cfg->c2s_tls_port);
+    int r = net_loop_run(srv->loop);
+    log_info("stopped");
+    return r;
+}
+
+void server_free(server *srv) {
+    if (!srv) return;
+    if (srv->loop) net_loop_free(srv->loop);
+    while (srv->sessions) {
+        session *s = srv->sessions;
+        s->dead = 1;
+        session_unbind(s);
+        session_free(s);
+    }
+    if (srv->muc) muc_service_free(srv->muc);
+    if (srv->store) auth_store_free(srv->store);
+    for (size_t i = 0; i < srv->nbuckets; i++)
+        while (srv->buckets[i]) {
+            account *a = srv->buckets[i];
+            srv->buckets[i] = a->hnext;
+            free(a);
+        }
+    free(srv->buckets);
+    xml_arena_free(srv->arena);
+    xml_buf_free(&srv->out);
+    free(srv);
+}
