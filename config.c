@@ -274,6 +274,7 @@ static int set_value(const load_ctx *x, unsigned line, const key_def *k, config 
     case K_UINT:
     case K_SIZE:
         r = parse_number(v, k->min, k->max, &n);
+        if (r == 0 && k->kind == K_SIZE && (unsigned long long)n > SIZE_MAX) r = -2;
         if (r == -1) return fail(x, line, k->name, "'%.100s' is not a number", v);
         if (r == -2) return fail(x, line, k->name, "%.100s is out of range %lld-%lld", v, k->min, k->max);
         if (k->kind == K_INT) *(int *)(void *)field = (int)n;

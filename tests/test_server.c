@@ -1,0 +1,435 @@
+/* test_server.c - the server as a client sees it: a real couplet process on a loopback port, raw XML over
+ * sockets, and the exact stream or SASL outcome of each bad input, with a healthy session checked after. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "auth.h"
+#include "check.h"
+
+static char couplet_bin[PATH_MAX];
+static char tmpdir[] = "/tmp/couplet-test-server-XXXXXX";
+static int port;
+static pid_t server_pid = -1;
+
+static long now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
+}
+
+static int free_port(void) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) < 0 || getsockname(fd, (struct sockaddr *)&a, &len) < 0)
+        return -1;
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+static int tcp_connect(void) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((unsigned short)port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    if (fd < 0) return -1;
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) < 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static void send_str(int fd, const char *s) {
+    size_t len = strlen(s), off = 0;
+    while (off < len) {
+        ssize_t n = send(fd, s + off, len - off, MSG_NOSIGNAL);
+        if (n <= 0) return;
+        off += (size_t)n;
+    }
+}
+
+/* Read into buf until `want` appears, the peer closes, or timeout_ms passes. Returns 1 if want was seen. */
+static int read_until(int fd, char *buf, size_t cap, size_t *len, const char *want, int timeout_ms) {
+    long end = now_ms() + timeout_ms;
+    while (!strstr(buf, want)) {
+        long left = end - now_ms();
+        if (left <= 0 || *len + 1 >= cap) return 0;
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, (int)left) <= 0) return 0;
+        ssize_t n = recv(fd, buf + *len, cap - *len - 1, 0);
+        if (n <= 0) return strstr(buf, want) != NULL;
+        *len += (size_t)n;
+        buf[*len] = 0;
+    }
+    return 1;
+}
+
+/* 1 if the server closed the connection (EOF) within timeout_ms; data before EOF is appended to buf */
+static int wait_closed(int fd, char *buf, size_t cap, size_t *len, int timeout_ms) {
+    long end = now_ms() + timeout_ms;
+    for (;;) {
+        long left = end - now_ms();
+        if (left <= 0) return 0;
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, (int)left) <= 0) return 0;
+        char tmp[4096];
+        ssize_t n = recv(fd, tmp, sizeof tmp, 0);
+        if (n <= 0) return 1;
+        size_t k = (size_t)n < cap - *len - 1 ? (size_t)n : cap - *len - 1;
+        memcpy(buf + *len, tmp, k);
+        *len += k;
+        buf[*len] = 0;
+    }
+}
+
+typedef struct client {
+    int fd;
+    char buf[65536];
+    size_t len;
+} client;
+
+static const char *HEADER = "<?xml version='1.0'?><stream:stream to='localhost' version='1.0' "
+                            "xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>";
+
+static int client_open(client *c) {
+    memset(c, 0, sizeof *c);
+    c->fd = tcp_connect();
+    if (c->fd < 0) return -1;
+    send_str(c->fd, HEADER);
+    return read_until(c->fd, c->buf, sizeof c->buf, &c->len, "</stream:features>", 3000) ? 0 : -1;
+}
+
+static int client_expect(client *c, const char *want) {
+    return read_until(c->fd, c->buf, sizeof c->buf, &c->len, want, 3000);
+}
+
+static void client_clear(client *c) {
+    c->len = 0;
+    c->buf[0] = 0;
+}
+
+static void client_auth_plain(client *c, const char *user, const char *password) {
+    unsigned char raw[512];
+    char b64[1024], xml[1200];
+    size_t ul = strlen(user), pl = strlen(password);
+    raw[0] = 0;
+    memcpy(raw + 1, user, ul);
+    raw[1 + ul] = 0;
+    memcpy(raw + 2 + ul, password, pl);
+    auth_b64_encode(raw, 2 + ul + pl, b64);
+    snprintf(xml, sizeof xml, "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>%s</auth>", b64);
+    send_str(c->fd, xml);
+}
+
+/* A whole login: PLAIN, restart, bind with the given resource. 0 on success. */
+static int client_login(client *c, const char *user, const char *resource) {
+    char xml[512];
+    if (client_open(c) < 0) return -1;
+    client_clear(c);
+    client_auth_plain(c, user, "password");
+    if (!client_expect(c, "<success")) return -1;
+    client_clear(c);
+    send_str(c->fd, HEADER);
+    if (!client_expect(c, "</stream:features>")) return -1;
+    client_clear(c);
+    snprintf(xml, sizeof xml, "<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+                              "<resource>%s</resource></bind></iq>", resource);
+    send_str(c->fd, xml);
+    if (!client_expect(c, "</iq>")) return -1;
+    int ok = strstr(c->buf, "type='result'") != NULL;
+    client_clear(c);
+    return ok ? 0 : -1;
+}
+
+static int client_ping(client *c, const char *id) {
+    char xml[256], want[64];
+    snprintf(xml, sizeof xml, "<iq type='get' id='%s' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>", id);
+    snprintf(want, sizeof want, "id='%s'", id);
+    client_clear(c);
+    send_str(c->fd, xml);
+    int ok = client_expect(c, want) && client_expect(c, "</iq>") ? strstr(c->buf, "type='result'") != NULL : 0;
+    client_clear(c);
+    return ok;
+}
+
+static void client_close(client *c) {
+    if (c->fd >= 0) close(c->fd);
+    c->fd = -1;
+}
+
+/* ---- the server process ---- */
+
+static int write_file(const char *path, const char *text) {
+    FILE *f = fopen(path, "w");
+    if (!f) return -1;
+    fputs(text, f);
+    return fclose(f);
+}
+
+static int run_adduser(const char *conf, const char *jid) {
+    char cmd[PATH_MAX * 2 + 256];
+    snprintf(cmd, sizeof cmd, "'%s' -c '%s' adduser '%s'", couplet_bin, conf, jid);
+    FILE *p = popen(cmd, "w");
+    if (!p) return -1;
+    fputs("password\n", p);
+    return pclose(p) == 0 ? 0 : -1;
+}
+
+static int start_server(const char *extra_config) {
+    char conf[PATH_MAX], text[2048], log[PATH_MAX];
+    port = free_port();
+    snprintf(conf, sizeof conf, "%s/couplet.conf", tmpdir);
+    snprintf(log, sizeof log, "%s/server.log", tmpdir);
+    snprintf(text, sizeof text,
+             "domain = localhost\nmuc_domain = conference.localhost\nbind = 127.0.0.1\nc2s_port = %d\n"
+             "c2s_tls_port = 0\ndata_dir = %s/data\nlog_level = warn\nscram_iterations = 64\n%s",
+             port, tmpdir, extra_config);
+    if (write_file(conf, text) < 0) return -1;
+    if (run_adduser(conf, "romeo@localhost") < 0 || run_adduser(conf, "juliet@localhost") < 0) {
+        /* the accounts survive from an earlier start in the same data directory */
+    }
+    server_pid = fork();
+    if (server_pid < 0) return -1;
+    if (server_pid == 0) {
+        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0600);
+        if (fd >= 0) dup2(fd, 2);
+        execl(couplet_bin, couplet_bin, "-c", conf, (char *)NULL);
+        _exit(127);
+    }
+    for (int i = 0; i < 100; i++) {
+        int fd = tcp_connect();
+        if (fd >= 0) {
+            close(fd);
+            return 0;
+        }
+        usleep(50000);
+    }
+    return -1;
+}
+
+/* SIGTERM, then wait; returns the exit status, or -1 if it had to be killed or died of a signal */
+static int stop_server(void) {
+    if (server_pid <= 0) return -1;
+    kill(server_pid, SIGTERM);
+    int st = 0;
+    for (int i = 0; i < 100; i++) {
+        if (waitpid(server_pid, &st, WNOHANG) == server_pid) {
+            server_pid = -1;
+            return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+        }
+        usleep(50000);
+    }
+    kill(server_pid, SIGKILL);
+    waitpid(server_pid, &st, 0);
+    server_pid = -1;
+    return -1;
+}
+
+/* ---- the cases ---- */
+
+/* Open a raw connection, send `input`, expect `want` (a stream error condition) and a closed stream. */
+static void expect_stream_error(const char *what, const char *input, const char *want, int with_header) {
+    client c = {.fd = tcp_connect()};
+    if (c.fd < 0) {
+        CHECK(0, "%s: could not connect", what);
+        return;
+    }
+    if (with_header) {
+        send_str(c.fd, HEADER);
+        client_expect(&c, "</stream:features>");
+    }
+    send_str(c.fd, input);
+    int seen = client_expect(&c, want);
+    CHECK(seen, "%s: expected %s, got: %s", what, want, c.buf);
+    int closed = wait_closed(c.fd, c.buf, sizeof c.buf, &c.len, 3000);
+    CHECK(closed && strstr(c.buf, "</stream:stream>"), "%s: expected the stream closed, got: %s", what, c.buf);
+    client_close(&c);
+}
+
+static void test_bad_streams(client *healthy) {
+    expect_stream_error("wrong domain", "<?xml version='1.0'?><stream:stream to='example.org' version='1.0' "
+                        "xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>",
+                        "<host-unknown xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>", 0);
+    expect_stream_error("no version", "<stream:stream to='localhost' xmlns='jabber:client' "
+                        "xmlns:stream='http://etherx.jabber.org/streams'>",
+                        "<unsupported-version xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>", 0);
+    expect_stream_error("wrong root", "<stream to='localhost' version='1.0' xmlns='jabber:client'>",
+                        "<invalid-namespace xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>", 0);
+    expect_stream_error("comment", "<!-- hello -->", "<restricted-xml", 1);
+    expect_stream_error("doctype", "<?xml version='1.0'?><!DOCTYPE lol [<!ENTITY lol 'lol'>]><stream:stream>",
+                        "<restricted-xml", 0);
+    expect_stream_error("processing instruction", "<?evil data?>", "<restricted-xml", 1);
+    expect_stream_error("mismatched tags", "<message><body></message>", "<not-well-formed", 1);
+    expect_stream_error("undefined entity", "<message><body>&lol;</body></message>", "<not-well-formed", 1);
+    expect_stream_error("overlong UTF-8", "<message><body>\xc0\xaf</body></message>", "<not-well-formed", 1);
+    expect_stream_error("unbound prefix", "<foo:bar/>", "<invalid-namespace", 1);
+    expect_stream_error("stanza before auth", "<message to='juliet@localhost'><body>hi</body></message>",
+                        "<not-authorized xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>", 1);
+    /* one attribute bigger than the stanza limit */
+    size_t big = 300 * 1024;
+    char *huge = malloc(big + 64);
+    if (huge) {
+        strcpy(huge, "<message to='");
+        memset(huge + 13, 'a', big);
+        strcpy(huge + 13 + big, "'/>");
+        expect_stream_error("oversized stanza", huge, "<policy-violation", 1);
+        free(huge);
+    }
+    CHECK(client_ping(healthy, "after-bad-streams"), "the healthy session still answers a ping after bad input");
+}
+
+static void test_sasl(client *healthy) {
+    client c;
+    CHECK(client_open(&c) == 0, "stream opens: %s", c.buf);
+    CHECK(strstr(c.buf, "<mechanism>SCRAM-SHA-1</mechanism>") && strstr(c.buf, "<mechanism>PLAIN</mechanism>"),
+          "features offer SCRAM-SHA-1 and PLAIN: %s", c.buf);
+    client_clear(&c);
+    send_str(c.fd, "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='X-UNKNOWN'/>");
+    CHECK(client_expect(&c, "<invalid-mechanism/>"), "unknown mechanism -> invalid-mechanism, got: %s", c.buf);
+    client_clear(&c);
+    client_auth_plain(&c, "romeo", "wrong");
+    CHECK(client_expect(&c, "<not-authorized/>"), "wrong password -> not-authorized, got: %s", c.buf);
+    client_clear(&c);
+    client_auth_plain(&c, "nobody", "password");
+    CHECK(client_expect(&c, "<not-authorized/>"), "unknown user -> the same not-authorized, got: %s", c.buf);
+    CHECK(client_expect(&c, "<policy-violation"), "third failure closes the stream: %s", c.buf);
+    CHECK(wait_closed(c.fd, c.buf, sizeof c.buf, &c.len, 3000), "connection closed after too many failures");
+    client_close(&c);
+
+    CHECK(client_open(&c) == 0, "stream opens");
+    client_clear(&c);
+    send_str(c.fd, "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>!!notbase64</auth>");
+    CHECK(client_expect(&c, "<failure"), "malformed base64 fails: %s", c.buf);
+    CHECK(strstr(c.buf, "<malformed-request/>") || strstr(c.buf, "<incorrect-encoding/>"),
+          "malformed base64 -> malformed-request or incorrect-encoding, got: %s", c.buf);
+    client_close(&c);
+    CHECK(client_ping(healthy, "after-sasl"), "the healthy session still answers after SASL failures");
+}
+
+static void test_routing(void) {
+    client a, b, b2;
+    CHECK(client_login(&a, "romeo", "orchard") == 0, "romeo logs in: %s", a.buf);
+    CHECK(client_login(&b, "juliet", "balcony") == 0, "juliet logs in: %s", b.buf);
+    /* a spoofed 'from' is replaced by the sender's full JID */
+    send_str(a.fd, "<message to='juliet@localhost/balcony' from='juliet@localhost/fake' type='chat' id='m1'>"
+                   "<body>hello</body></message>");
+    CHECK(client_expect(&b, "</message>"), "juliet gets the message: %s", b.buf);
+    CHECK(strstr(b.buf, "from='romeo@localhost/orchard'") != NULL, "from is stamped with romeo's full JID: %s", b.buf);
+    client_clear(&b);
+    /* bare JID with no available session: service-unavailable back to the sender */
+    send_str(a.fd, "<message to='juliet@localhost' type='chat' id='m2'><body>anyone?</body></message>");
+    CHECK(client_expect(&a, "<service-unavailable"), "bare JID without available sessions bounces: %s", a.buf);
+    client_clear(&a);
+    /* after initial presence, a message to the bare JID arrives */
+    send_str(b.fd, "<presence/>");
+    CHECK(client_expect(&b, "</presence>") || strstr(b.buf, "<presence"), "presence reflected to juliet: %s", b.buf);
+    client_clear(&b);
+    send_str(a.fd, "<message to='juliet@localhost' type='chat' id='m3'><body>now?</body></message>");
+    CHECK(client_expect(&b, "now?"), "bare JID message delivered to the available session: %s", b.buf);
+    client_clear(&b);
+    /* resource conflict: a second login with the same resource replaces the first */
+    CHECK(client_login(&b2, "juliet", "balcony") == 0, "second juliet session binds the same resource");
+    CHECK(client_expect(&b, "<conflict xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>"),
+          "the first session gets a conflict stream error: %s", b.buf);
+    /* unknown IQ namespace to the server */
+    client_clear(&a);
+    send_str(a.fd, "<iq type='get' id='u1' to='localhost'><query xmlns='urn:example:nothing'/></iq>");
+    CHECK(client_expect(&a, "</iq>") && strstr(a.buf, "<service-unavailable"), "unknown IQ -> service-unavailable: %s",
+          a.buf);
+    client_clear(&a);
+    /* IQ result nobody asked for: no answer at all, the session goes on */
+    send_str(a.fd, "<iq type='result' id='r1' to='localhost'/>");
+    CHECK(client_ping(&a, "after-result"), "an unsolicited IQ result is ignored and the session goes on");
+    client_close(&a);
+    client_close(&b);
+    client_close(&b2);
+}
+
+static void test_encryption_required(void) {
+    client c;
+    CHECK(client_open(&c) == 0, "stream opens");
+    CHECK(strstr(c.buf, "<required/>") && !strstr(c.buf, "<mechanisms"),
+          "with require_encryption, STARTTLS is required and no SASL is offered before it: %s", c.buf);
+    client_clear(&c);
+    client_auth_plain(&c, "romeo", "password");
+    CHECK(client_expect(&c, "<encryption-required/>"), "SASL before TLS -> encryption-required: %s", c.buf);
+    client_close(&c);
+}
+
+static void test_shutdown(void) {
+    client c;
+    CHECK(client_login(&c, "romeo", "down") == 0, "romeo logs in before shutdown");
+    kill(server_pid, SIGTERM);
+    CHECK(client_expect(&c, "</stream:stream>") && strstr(c.buf, "<system-shutdown"),
+          "SIGTERM closes the stream with system-shutdown: %s", c.buf);
+    client_close(&c);
+    int st = 0;
+    pid_t r = 0;
+    for (int i = 0; i < 100 && r == 0; i++) {
+        r = waitpid(server_pid, &st, WNOHANG);
+        if (r == 0) usleep(50000);
+    }
+    CHECK(r == server_pid && WIFEXITED(st) && WEXITSTATUS(st) == 0, "the server exits 0 after SIGTERM");
+    if (r == server_pid) server_pid = -1;
+}
+
+static void test_handshake_timeout(void) {
+    client c;
+    CHECK(client_open(&c) == 0, "stream opens");
+    client_clear(&c);
+    CHECK(read_until(c.fd, c.buf, sizeof c.buf, &c.len, "<connection-timeout", 5000),
+          "a stream that never authenticates gets connection-timeout: %s", c.buf);
+    client_close(&c);
+}
+
+int main(int argc, char **argv) {
+    (void)argc;
+    char self[PATH_MAX];
+    signal(SIGPIPE, SIG_IGN);
+    snprintf(self, sizeof self, "%s", argv[0]);
+    snprintf(couplet_bin, sizeof couplet_bin, "%s/couplet", dirname(self));
+    if (access(couplet_bin, X_OK) < 0 || !mkdtemp(tmpdir)) {
+        fprintf(stderr, "FAIL: need %s and a temporary directory\n", couplet_bin);
+        return check_summary("server");
+    }
+    alarm(120);   /* a hard bound on the whole suite */
+
+    if (start_server("require_encryption = false\nhandshake_timeout = 2\n") == 0) {
+        client healthy;
+        CHECK(client_login(&healthy, "juliet", "healthy") == 0, "a healthy session logs in: %s", healthy.buf);
+        test_bad_streams(&healthy);
+        test_sasl(&healthy);
+        test_routing();
+        test_handshake_timeout();
+        client_close(&healthy);
+        test_shutdown();
+    } else {
+        CHECK(0, "server started (plaintext configuration)");
+    }
+    if (server_pid > 0) stop_server();
+
+    if (start_server("require_encryption = true\n") == 0) {
+        test_encryption_required();
+        CHECK(stop_server() == 0, "the server exits 0 after SIGTERM");
+    } else {
+        CHECK(0, "server started (encryption required)");
+    }
+    char cmd[PATH_MAX + 32];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmpdir);
+    return check_summary("server");
+}
