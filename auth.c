@@ -84,7 +84,7 @@ long auth_b64_decode(const char *in, size_t len, unsigned char *out)
     size_t o = 0;
     for (size_t i = 0; i < len; i += 4) {
         int last = i + 4 == len;
-        int v[4];
+        int v[4] = { 0 };
         int pad = 0;
         for (int k = 0; k < 4; k++) {
             unsigned char c = (unsigned char)in[i + k];
@@ -1153,6 +1153,8 @@ static int extensions_valid(const char *p, const char *end)
         if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) || p[2] != '=')
             return 0;
         p += 3;
+        if (p == end || *p == ',')          /* a value has at least one character */
+            return 0;
         while (p < end && *p != ',')
             p++;
     }

@@ -253,25 +253,29 @@ const char *xml_attr_get(const xml_node *n, const char *name) {
     return xml_attr_get_ns(n, NULL, name);
 }
 
+/* The accessors accept NULL so lookups chain: xml_text(xml_child(n, "body", NULL)). */
 const char *xml_attr_get_ns(const xml_node *n, const char *ns, const char *name) {
+    if (!n) return NULL;
     for (const xml_attr *at = n->attrs; at; at = at->next)
         if (same_ns(at->ns, ns) && strcmp(at->name, name) == 0) return at->value;
     return NULL;
 }
 
 xml_node *xml_next_child(const xml_node *after, const char *name, const char *ns) {
+    if (!after) return NULL;
     for (xml_node *c = after->next; c; c = c->next)
         if (node_matches(c, name, ns)) return c;
     return NULL;
 }
 
 xml_node *xml_child(const xml_node *n, const char *name, const char *ns) {
-    xml_node *c = n->children;
+    xml_node *c = n ? n->children : NULL;
     if (!c) return NULL;
     return node_matches(c, name, ns) ? c : xml_next_child(c, name, ns);
 }
 
 const char *xml_text(const xml_node *n) {
+    if (!n) return "";
     if (!n->name) return n->text;
     for (const xml_node *c = n->children; c; c = c->next)
         if (!c->name) return c->text;
@@ -501,7 +505,7 @@ struct xml_parser {
     unsigned char state, ent_ret, quote;
     unsigned char brackets;     /* consecutive ']' just seen (for "]]>") */
     unsigned char cr;           /* previous char was CR (line-end normalization) */
-    unsigned char any;          /* some byte of this stream was consumed (XML declaration only first) */
+    unsigned char seen;         /* bytes of this stream seen, saturating at 2 (the declaration comes first) */
     unsigned char decl_ok;      /* the current '<' is the stream's first byte */
     unsigned char counting;     /* inside a stanza or a top-level tag: tok_bytes is live */
     unsigned char u8_need, u8_lo, u8_hi;
@@ -946,16 +950,14 @@ static int open_root(xml_parser *p, int empty) {
     if (rc) return rc;
     if (!(p->root_qname = strdup(p->scratch))) return XML_ERR_NOMEM;
     p->root_mem += strlen(p->root_qname) + 1;
-    p->depth = 1;
+    p->depth = empty ? 0 : 1;
     p->slen = 0;
     p->counting = 0;
     p->state = empty ? ST_DONE : ST_TEXT;
     int stop = p->ev.stream_open ? p->ev.stream_open(p->ud, root) : 0;
     if (p->arena) xml_arena_reset(p->arena);
     if (stop) return XML_STOPPED;
-    if (!empty) return XML_OK;
-    p->depth = 0;
-    return call_close(p);
+    return p->state == ST_DONE ? call_close(p) : XML_OK;   /* not if the callback reset the parser */
 }
 
 static int end_start_tag(xml_parser *p, int empty) {
@@ -1138,7 +1140,7 @@ static int step_prolog(xml_parser *p, int c) {
     case ST_MISC:
         if (is_ws(c)) return XML_OK;
         if (c != '<') return XML_ERR_NOT_WELL_FORMED;   /* text before the root */
-        p->decl_ok = !p->any;
+        p->decl_ok = p->seen == 1;
         return open_angle(p);
     case ST_PI_TARGET:
         if (is_name_char(c)) return p->slen ? put_name_char(p, c) : begin_name(p, c);
@@ -1231,9 +1233,8 @@ static int feed_byte(xml_parser *p, int c) {
     int rc = utf8_check(p, c);
     if (rc) return rc;
     if (p->counting && ++p->tok_bytes > p->lim.max_stanza) return XML_ERR_LIMIT;
-    rc = step(p, c);
-    p->any = 1;
-    return rc;
+    if (p->seen < 2) p->seen++;
+    return step(p, c);    /* nothing after: a callback in there may have reset the parser */
 }
 
 /* Fast path: a run of plain printable ASCII in text or an attribute value needs no per-byte state. */
@@ -1255,7 +1256,7 @@ static int take_run(xml_parser *p, const char *s, size_t n) {
     }
     p->brackets = 0;
     p->cr = 0;
-    p->any = 1;
+    p->seen = 2;
     if (p->state == ST_TEXT && p->depth < 2) return XML_OK;
     return put_bytes(p, s, n);
 }

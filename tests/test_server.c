@@ -161,7 +161,8 @@ static int client_ping(client *c, const char *id) {
     snprintf(want, sizeof want, "id='%s'", id);
     client_clear(c);
     send_str(c->fd, xml);
-    int ok = client_expect(c, want) && client_expect(c, "</iq>") ? strstr(c->buf, "type='result'") != NULL : 0;
+    /* an empty result is <iq .../>: wait for the id, then for the type the server gave it */
+    int ok = client_expect(c, want) && read_until(c->fd, c->buf, sizeof c->buf, &c->len, "type='result'", 1000);
     client_clear(c);
     return ok;
 }
@@ -196,12 +197,10 @@ static int start_server(const char *extra_config) {
     snprintf(log, sizeof log, "%s/server.log", tmpdir);
     snprintf(text, sizeof text,
              "domain = localhost\nmuc_domain = conference.localhost\nbind = 127.0.0.1\nc2s_port = %d\n"
-             "c2s_tls_port = 0\ndata_dir = %s/data\nlog_level = warn\nscram_iterations = 64\n%s",
-             port, tmpdir, extra_config);
+             "c2s_tls_port = 0\ndata_dir = %s/data-%d\nlog_level = warn\nscram_iterations = 64\n%s",
+             port, tmpdir, port, extra_config);
     if (write_file(conf, text) < 0) return -1;
-    if (run_adduser(conf, "romeo@localhost") < 0 || run_adduser(conf, "juliet@localhost") < 0) {
-        /* the accounts survive from an earlier start in the same data directory */
-    }
+    if (run_adduser(conf, "romeo@localhost") < 0 || run_adduser(conf, "juliet@localhost") < 0) return -1;
     server_pid = fork();
     if (server_pid < 0) return -1;
     if (server_pid == 0) {

@@ -1,0 +1,1201 @@
+/* net_epoll.c - the event loop: one epoll instance (level-triggered), listeners, per-connection write
+ * queues flushed once per loop turn, STARTTLS and direct TLS with OpenSSL, one timer per connection in
+ * a min-heap, and signals through a signalfd.
+ *
+ * Level-triggered on purpose: a connection may stop reading after a few reads per turn (fairness) or
+ * stop writing when its queue is empty, and the kernel keeps reporting what is left, so no connection
+ * ever has to be remembered on a "still has input" list and a missed edge can never stall a session.
+ *
+ * A connection dies in exactly one place, conn_kill(): it closes the socket, calls on_close once and
+ * puts the net_conn on the end-of-turn list, which frees it after every event of the turn has been
+ * dispatched. conn_kill() is only reached from loop code, never from a call a handler made, so a handler
+ * never sees its session freed under it. */
+#include "net_epoll.h"
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <arpa/inet.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/bn.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+#define NET_READ_BUF        16384       /* one TLS record of plaintext fits: SSL_pending stays 0 */
+#define NET_READS_PER_TURN  4
+#define NET_ACCEPTS_PER_TURN 128
+#define NET_MAX_EVENTS      256
+#define NET_MAX_LISTENERS   16
+#define NET_OUT_MIN         1024        /* first allocation of an output queue */
+#define NET_OVERFLOW_SLACK  4096        /* room for on_overflow's final error past max_output */
+#define NET_MAX_OUTPUT_CAP  (1u << 30)  /* queue offsets are 32-bit */
+#define NET_CLOSE_GRACE     5           /* seconds a closing connection may take to flush */
+#define NET_STOP_GRACE_MS   2000
+
+enum {
+    F_DEAD          = 1 << 0,   /* on_close done; freed at the end of the turn */
+    F_CLOSING       = 1 << 1,   /* net_conn_close: flush, then close; input ignored */
+    F_TODO          = 1 << 2,   /* on the end-of-turn list */
+    F_OVERFLOW      = 1 << 3,   /* queue passed max_output; on_overflow pending */
+    F_IN_OVERFLOW   = 1 << 4,   /* inside on_overflow: a final short write is allowed */
+    F_NOMEM         = 1 << 5,   /* could not grow the queue */
+    F_STARTTLS      = 1 << 6,   /* TLS starts once plain_left bytes are out; input discarded */
+    F_HANDSHAKE     = 1 << 7,   /* TLS handshake in progress; output waits */
+    F_OUT_BLOCKED   = 1 << 8,   /* the queue waits for EPOLLOUT */
+    F_OUT_WANTS_READ = 1 << 9,  /* SSL_write wants input first */
+    F_IN_WANTS_WRITE = 1 << 10, /* SSL_read or the handshake wants EPOLLOUT first */
+    F_POLLOUT       = 1 << 11,  /* EPOLLOUT is in the registered interest */
+};
+
+/* Per connection, so sized on purpose: 120 bytes (a 128-byte malloc chunk). The peer address is kept
+ * as text because callers log it; INET6_ADDRSTRLEN is exactly what is left to reach 120. */
+struct net_conn {
+    net_loop *loop;
+    void *ud;
+    SSL *ssl;               /* NULL until TLS starts */
+    char *out;              /* output queue; NULL when empty, so idle connections hold none */
+    net_conn *todo_next;    /* end-of-turn list: flush, finish closing, free */
+    time_t last_input;
+    uint32_t out_off, out_len, out_cap;     /* unsent bytes are out[out_off, out_len) */
+    uint32_t plain_left;    /* STARTTLS: queued bytes that still go out in plaintext */
+    uint32_t timer_pos;     /* index + 1 in the timer heap; 0 = disarmed */
+    int fd;
+    uint16_t flags;
+    char peer[INET6_ADDRSTRLEN];
+};
+_Static_assert(sizeof(struct net_conn) <= 120, "struct net_conn is per connection: keep it small");
+
+typedef struct net_timer {
+    time_t when;
+    net_conn *c;
+} net_timer;
+
+typedef struct net_listener {
+    int fd;                 /* -1 once closed */
+    int tls;
+    int tag;
+} net_listener;
+
+struct net_loop {
+    net_handlers h;
+    size_t max_output;
+    int max_connections;
+    int epfd, sigfd;
+    int nconns;             /* live connections */
+    int stopping;
+    time_t now;             /* wall clock seconds of this turn */
+    long long now_ms;       /* same clock in ms, for the epoll timeout */
+    long long mono_ms;      /* monotonic, for the stop grace */
+    long long stop_at_ms;
+    time_t accept_paused_until;     /* fd exhaustion: listeners muted until then */
+    time_t last_full_log, last_emfile_log;
+    net_listener listeners[NET_MAX_LISTENERS];
+    int nlisteners;
+    net_conn **fds;         /* live connections by fd, for net_loop_free */
+    size_t nfds;
+    net_timer *heap;
+    uint32_t heap_len, heap_cap;
+    net_conn *todo_head, *todo_tail;
+    SSL_CTX *ssl_ctx;
+    char rbuf[NET_READ_BUF];        /* every read lands here; on_data's callee copies what it keeps */
+};
+
+/* epoll data: a net_conn pointer (even), or (index << 1) | 1 for listeners and the signalfd */
+#define EV_SIGNAL_INDEX NET_MAX_LISTENERS
+
+static void conn_kill(net_conn *c, const char *reason);
+
+/* ---- clock ---- */
+
+static void clock_update(net_loop *l)
+{
+    struct timespec ts;
+    if (clock_gettime(CLOCK_REALTIME, &ts) == 0) {
+        l->now = ts.tv_sec;
+        l->now_ms = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    }
+    if (clock_gettime(CLOCK_MONOTONIC, &ts) == 0)
+        l->mono_ms = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* once a second at most, for logs a flood could otherwise repeat per accept */
+static int log_allowed(time_t *last, time_t now)
+{
+    if (*last == now)
+        return 0;
+    *last = now;
+    return 1;
+}
+
+/* ---- timer heap: (deadline, conn), the conn remembers its slot ---- */
+
+static void heap_put(net_loop *l, uint32_t i, net_timer t)
+{
+    l->heap[i] = t;
+    t.c->timer_pos = i + 1;
+}
+
+static void heap_up(net_loop *l, uint32_t i)
+{
+    net_timer t = l->heap[i];
+    while (i > 0) {
+        uint32_t parent = (i - 1) / 2;
+        if (l->heap[parent].when <= t.when)
+            break;
+        heap_put(l, i, l->heap[parent]);
+        i = parent;
+    }
+    heap_put(l, i, t);
+}
+
+static void heap_down(net_loop *l, uint32_t i)
+{
+    net_timer t = l->heap[i];
+    for (;;) {
+        uint32_t k = 2 * i + 1;
+        if (k >= l->heap_len)
+            break;
+        if (k + 1 < l->heap_len && l->heap[k + 1].when < l->heap[k].when)
+            k++;
+        if (t.when <= l->heap[k].when)
+            break;
+        heap_put(l, i, l->heap[k]);
+        i = k;
+    }
+    heap_put(l, i, t);
+}
+
+static void heap_fix(net_loop *l, uint32_t i)
+{
+    if (i > 0 && l->heap[i].when < l->heap[(i - 1) / 2].when)
+        heap_up(l, i);
+    else
+        heap_down(l, i);
+}
+
+static void timer_remove(net_conn *c)
+{
+    net_loop *l = c->loop;
+    if (!c->timer_pos)
+        return;
+    uint32_t i = c->timer_pos - 1;
+    c->timer_pos = 0;
+    l->heap_len--;
+    if (i < l->heap_len) {
+        heap_put(l, i, l->heap[l->heap_len]);
+        heap_fix(l, i);
+    }
+}
+
+static int timer_arm(net_conn *c, time_t when)
+{
+    net_loop *l = c->loop;
+    if (c->timer_pos) {
+        l->heap[c->timer_pos - 1].when = when;
+        heap_fix(l, c->timer_pos - 1);
+        return 0;
+    }
+    if (l->heap_len == l->heap_cap) {
+        uint32_t cap = l->heap_cap ? l->heap_cap * 2 : 64;
+        net_timer *h = realloc(l->heap, cap * sizeof *h);
+        if (!h) {
+            log_err("net: out of memory for timers");
+            return -1;
+        }
+        l->heap = h;
+        l->heap_cap = cap;
+    }
+    l->heap[l->heap_len] = (net_timer){ when, c };
+    heap_up(l, l->heap_len++);
+    return 0;
+}
+
+static void timers_fire(net_loop *l)
+{
+    /* bounded, so a handler re-arming with 0 seconds runs once per turn, not forever */
+    uint32_t budget = l->heap_len;
+    while (budget-- > 0 && l->heap_len > 0 && l->heap[0].when <= l->now) {
+        net_conn *c = l->heap[0].c;
+        timer_remove(c);
+        if (c->flags & F_CLOSING)
+            conn_kill(c, "close timeout");
+        else if (l->h.on_timer)
+            l->h.on_timer(c->ud, c, l->now);
+    }
+}
+
+/* ---- end-of-turn list ---- */
+
+static void todo_add(net_conn *c)
+{
+    net_loop *l = c->loop;
+    if (c->flags & F_TODO)
+        return;
+    c->flags |= F_TODO;
+    c->todo_next = NULL;
+    if (l->todo_tail)
+        l->todo_tail->todo_next = c;
+    else
+        l->todo_head = c;
+    l->todo_tail = c;
+}
+
+/* ---- connections ---- */
+
+static void conn_update_events(net_conn *c)
+{
+    int want_out = (c->flags & (F_OUT_BLOCKED | F_IN_WANTS_WRITE)) != 0;
+    if (want_out == ((c->flags & F_POLLOUT) != 0))
+        return;
+    struct epoll_event ev = { .events = EPOLLIN | (want_out ? EPOLLOUT : 0), .data.ptr = c };
+    if (epoll_ctl(c->loop->epfd, EPOLL_CTL_MOD, c->fd, &ev) < 0) {
+        log_err("net: epoll_ctl(MOD) for %s: %s", c->peer, strerror(errno));
+        return;
+    }
+    c->flags ^= F_POLLOUT;
+}
+
+static void conn_free(net_conn *c)
+{
+    if (c->fd >= 0)
+        close(c->fd);
+    SSL_free(c->ssl);
+    free(c->out);
+    free(c);
+}
+
+static void conn_kill(net_conn *c, const char *reason)
+{
+    net_loop *l = c->loop;
+    if (c->flags & F_DEAD)
+        return;
+    c->flags |= F_DEAD;
+    timer_remove(c);
+    if (epoll_ctl(l->epfd, EPOLL_CTL_DEL, c->fd, NULL) < 0)
+        log_err("net: epoll_ctl(DEL) for %s: %s", c->peer, strerror(errno));
+    l->fds[c->fd] = NULL;
+    close(c->fd);
+    c->fd = -1;
+    l->nconns--;
+    todo_add(c);
+    if (c->ud) {
+        log_debug("net: %s closed: %s", c->peer, reason);
+        if (l->h.on_close)
+            l->h.on_close(c->ud, c, reason);
+    }
+}
+
+/* After an SSL call returned r <= 0: 0 if it only has to wait for the socket (interest noted),
+ * -1 if the connection is dead. */
+static int tls_wait_or_fail(net_conn *c, int r, int writing)
+{
+    int err_no = errno;
+    int e = SSL_get_error(c->ssl, r);
+    if (e == SSL_ERROR_WANT_READ) {
+        if (writing)
+            c->flags |= F_OUT_WANTS_READ;
+        return 0;
+    }
+    if (e == SSL_ERROR_WANT_WRITE) {
+        c->flags |= writing ? F_OUT_BLOCKED : F_IN_WANTS_WRITE;
+        return 0;
+    }
+    char why[160];
+    unsigned long code = ERR_get_error();
+    if (e == SSL_ERROR_ZERO_RETURN)
+        snprintf(why, sizeof why, "peer closed");
+    else if (code)
+        ERR_error_string_n(code, why, sizeof why);
+    else if (e == SSL_ERROR_SYSCALL && r < 0 && err_no)
+        snprintf(why, sizeof why, "%s", strerror(err_no));
+    else if (e == SSL_ERROR_SYSCALL)
+        snprintf(why, sizeof why, "peer closed");
+    else
+        snprintf(why, sizeof why, "TLS error %d", e);
+    ERR_clear_error();
+    conn_kill(c, why);
+    return -1;
+}
+
+static int tls_begin(net_conn *c)
+{
+    c->flags &= ~F_STARTTLS;
+    c->ssl = SSL_new(c->loop->ssl_ctx);
+    if (!c->ssl || !SSL_set_fd(c->ssl, c->fd)) {
+        ERR_clear_error();
+        conn_kill(c, "TLS setup failed");
+        return -1;
+    }
+    SSL_set_accept_state(c->ssl);
+    c->flags |= F_HANDSHAKE;
+    return 0;
+}
+
+/* 1 done, 0 waiting, -1 dead */
+static int tls_handshake(net_conn *c)
+{
+    ERR_clear_error();
+    int r = SSL_do_handshake(c->ssl);
+    if (r != 1)
+        return tls_wait_or_fail(c, r, 0);
+    c->flags &= ~F_HANDSHAKE;
+    log_debug("net: %s TLS established (%s, %s)", c->peer, SSL_get_version(c->ssl),
+              SSL_get_cipher_name(c->ssl));
+    todo_add(c);            /* output that waited for the handshake */
+    return 1;
+}
+
+static void conn_on_readable(net_conn *c)
+{
+    net_loop *l = c->loop;
+    c->flags &= ~F_IN_WANTS_WRITE;
+    for (int i = 0; i < NET_READS_PER_TURN || (c->ssl && SSL_pending(c->ssl) > 0); i++) {
+        ssize_t n;
+        if ((c->flags & F_HANDSHAKE) && tls_handshake(c) <= 0)
+            break;
+        if (c->ssl) {
+            ERR_clear_error();
+            int r = SSL_read(c->ssl, l->rbuf, sizeof l->rbuf);
+            if (r <= 0) {
+                tls_wait_or_fail(c, r, 0);
+                break;
+            }
+            n = r;
+        } else {
+            n = read(c->fd, l->rbuf, sizeof l->rbuf);
+            if (n == 0) {
+                conn_kill(c, "peer closed");
+                break;
+            }
+            if (n < 0) {
+                if (errno == EINTR)
+                    continue;
+                if (errno != EAGAIN && errno != EWOULDBLOCK)
+                    conn_kill(c, strerror(errno));
+                break;
+            }
+        }
+        c->last_input = l->now;
+        /* closing: input ignored; STARTTLS: plaintext after the command is discarded */
+        if (!(c->flags & (F_CLOSING | F_STARTTLS)) && l->h.on_data)
+            l->h.on_data(c->ud, c, l->rbuf, (size_t)n);
+        if (c->flags & F_DEAD)
+            break;
+        if (!c->ssl && (size_t)n < sizeof l->rbuf)
+            break;          /* a short read drained the socket: skip the EAGAIN syscall */
+    }
+    if (!(c->flags & F_DEAD))
+        conn_update_events(c);
+}
+
+/* Write queued output. Returns 1 when the queue is empty, 0 when it waits, -1 when the conn died. */
+static int conn_flush(net_conn *c)
+{
+    c->flags &= ~(F_OUT_BLOCKED | F_OUT_WANTS_READ);
+    while (c->out_off < c->out_len || (c->flags & F_STARTTLS)) {
+        if (c->flags & F_HANDSHAKE)
+            break;          /* resumed by tls_handshake() */
+        if ((c->flags & F_STARTTLS) && c->plain_left == 0) {
+            if (tls_begin(c) < 0)
+                return -1;
+            continue;
+        }
+        size_t len = c->out_len - c->out_off;
+        if ((c->flags & F_STARTTLS) && len > c->plain_left)
+            len = c->plain_left;
+        if (c->ssl) {
+            ERR_clear_error();
+            int n = SSL_write(c->ssl, c->out + c->out_off, len > INT_MAX ? INT_MAX : (int)len);
+            if (n <= 0) {
+                if (tls_wait_or_fail(c, n, 1) < 0)
+                    return -1;
+                break;
+            }
+            c->out_off += (uint32_t)n;
+        } else {
+            ssize_t n = send(c->fd, c->out + c->out_off, len, MSG_NOSIGNAL);
+            if (n < 0) {
+                if (errno == EINTR)
+                    continue;
+                if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                    c->flags |= F_OUT_BLOCKED;
+                    break;
+                }
+                conn_kill(c, strerror(errno));
+                return -1;
+            }
+            c->out_off += (uint32_t)n;
+            if (c->flags & F_STARTTLS)
+                c->plain_left -= (uint32_t)n;
+            if ((size_t)n < len) {
+                c->flags |= F_OUT_BLOCKED;      /* the socket buffer is full */
+                break;
+            }
+        }
+    }
+    if (c->out_off == c->out_len && c->out) {
+        free(c->out);
+        c->out = NULL;
+        c->out_off = c->out_len = c->out_cap = 0;
+    }
+    conn_update_events(c);
+    return c->out_off == c->out_len;
+}
+
+static void conn_finish_close(net_conn *c)
+{
+    if (c->ssl && !(c->flags & F_HANDSHAKE)) {
+        ERR_clear_error();
+        (void)SSL_shutdown(c->ssl);     /* best effort close_notify, never waited for */
+        ERR_clear_error();
+    }
+    /* unread input would turn our FIN into a RST, which can destroy the output just sent */
+    for (int i = 0; i < NET_READS_PER_TURN; i++)
+        if (recv(c->fd, c->loop->rbuf, sizeof c->loop->rbuf, MSG_DONTWAIT) <= 0)
+            break;
+    conn_kill(c, "closed");
+}
+
+static void conn_overflow(net_conn *c)
+{
+    net_loop *l = c->loop;
+    log_info("net: %s stopped reading: more than %zu bytes queued", c->peer, l->max_output);
+    c->flags |= F_IN_OVERFLOW;
+    if (l->h.on_overflow)
+        l->h.on_overflow(c->ud, c);
+    c->flags &= ~F_IN_OVERFLOW;
+    if (conn_flush(c) >= 0)             /* one try for the final error */
+        conn_kill(c, "output overflow");
+}
+
+/* end-of-turn work for one live connection */
+static void conn_settle(net_conn *c)
+{
+    if (c->flags & F_NOMEM)
+        conn_kill(c, "out of memory");
+    else if (c->flags & F_OVERFLOW)
+        conn_overflow(c);
+    else if (conn_flush(c) == 1 && (c->flags & F_CLOSING))
+        conn_finish_close(c);
+}
+
+static void todo_run(net_loop *l)
+{
+    net_conn *c;
+    while ((c = l->todo_head) != NULL) {
+        l->todo_head = c->todo_next;
+        if (!l->todo_head)
+            l->todo_tail = NULL;
+        c->todo_next = NULL;
+        c->flags &= ~F_TODO;
+        if (c->flags & F_DEAD)
+            conn_free(c);
+        else
+            conn_settle(c);     /* if this kills c, c is queued again and freed when reached */
+    }
+}
+
+static void peer_text(const struct sockaddr_storage *sa, char *out, size_t outlen)
+{
+    const void *addr = NULL;
+    int family = sa->ss_family;
+    struct in_addr v4;
+    if (family == AF_INET) {
+        addr = &((const struct sockaddr_in *)sa)->sin_addr;
+    } else if (family == AF_INET6) {
+        const struct in6_addr *a6 = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+        if (IN6_IS_ADDR_V4MAPPED(a6)) {     /* a dual-stack listener: show plain IPv4 */
+            memcpy(&v4, &a6->s6_addr[12], 4);
+            addr = &v4;
+            family = AF_INET;
+        } else {
+            addr = a6;
+        }
+    }
+    if (!addr || !inet_ntop(family, addr, out, (socklen_t)outlen))
+        snprintf(out, outlen, "?");
+}
+
+static int fds_reserve(net_loop *l, int fd)
+{
+    if ((size_t)fd < l->nfds)
+        return 0;
+    size_t n = l->nfds ? l->nfds : 256;
+    while (n <= (size_t)fd)
+        n *= 2;
+    net_conn **t = realloc(l->fds, n * sizeof *t);
+    if (!t)
+        return -1;
+    memset(t + l->nfds, 0, (n - l->nfds) * sizeof *t);
+    l->fds = t;
+    l->nfds = n;
+    return 0;
+}
+
+static void conn_open(net_loop *l, int fd, const struct sockaddr_storage *sa, const net_listener *ls)
+{
+    int one = 1;
+    if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) < 0)
+        log_debug("net: TCP_NODELAY: %s", strerror(errno));
+    net_conn *c = calloc(1, sizeof *c);
+    if (!c || fds_reserve(l, fd) < 0) {
+        log_err("net: out of memory accepting a connection");
+        free(c);
+        close(fd);
+        return;
+    }
+    c->loop = l;
+    c->fd = fd;
+    c->last_input = l->now;
+    peer_text(sa, c->peer, sizeof c->peer);
+    if (ls->tls) {
+        if (!l->ssl_ctx) {
+            log_err("net: TLS listener without a certificate; connection from %s dropped", c->peer);
+            free(c);
+            close(fd);
+            return;
+        }
+        c->ssl = SSL_new(l->ssl_ctx);
+        if (!c->ssl || !SSL_set_fd(c->ssl, fd)) {
+            log_err("net: SSL_new failed for %s", c->peer);
+            ERR_clear_error();
+            SSL_free(c->ssl);
+            free(c);
+            close(fd);
+            return;
+        }
+        SSL_set_accept_state(c->ssl);
+        c->flags |= F_HANDSHAKE;
+    }
+    struct epoll_event ev = { .events = EPOLLIN, .data.ptr = c };
+    if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+        log_err("net: epoll_ctl(ADD): %s", strerror(errno));
+        SSL_free(c->ssl);
+        free(c);
+        close(fd);
+        return;
+    }
+    l->fds[fd] = c;
+    l->nconns++;
+    void *ud = l->h.on_open ? l->h.on_open(l->h.ud, c, ls->tag) : NULL;
+    if (!ud) {
+        conn_kill(c, "refused");    /* no ud: on_close is not called */
+        return;
+    }
+    c->ud = ud;
+    /* with TCP_DEFER_ACCEPT the first bytes are already here: often answered in this very turn */
+    conn_on_readable(c);
+}
+
+/* ---- listeners ---- */
+
+static void listeners_interest(net_loop *l, uint32_t events)
+{
+    for (int i = 0; i < l->nlisteners; i++) {
+        if (l->listeners[i].fd < 0)
+            continue;
+        struct epoll_event ev = { .events = events, .data.u64 = ((uint64_t)i << 1) | 1 };
+        if (epoll_ctl(l->epfd, EPOLL_CTL_MOD, l->listeners[i].fd, &ev) < 0)
+            log_err("net: epoll_ctl(MOD) for a listener: %s", strerror(errno));
+    }
+}
+
+static void listener_accept(net_loop *l, const net_listener *ls)
+{
+    for (int i = 0; i < NET_ACCEPTS_PER_TURN && ls->fd >= 0; i++) {     /* on_open may stop the loop */
+        struct sockaddr_storage sa;
+        socklen_t salen = sizeof sa;
+        int fd = accept4(ls->fd, (struct sockaddr *)&sa, &salen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            switch (errno) {
+            case EAGAIN:
+#if EWOULDBLOCK != EAGAIN
+            case EWOULDBLOCK:
+#endif
+                return;
+            case EINTR: case ECONNABORTED: case EPROTO: case ENETDOWN: case ENOPROTOOPT:
+            case EHOSTDOWN: case ENONET: case EHOSTUNREACH: case EOPNOTSUPP: case ENETUNREACH:
+            case EPERM:
+                continue;   /* that one connection failed; the next may not */
+            case EMFILE: case ENFILE: case ENOBUFS: case ENOMEM:
+                /* level-triggered would spin on the waiting connection: mute listeners a second */
+                if (log_allowed(&l->last_emfile_log, l->now))
+                    log_warn("net: accept: %s; not accepting for a second", strerror(errno));
+                l->accept_paused_until = l->now + 1;
+                listeners_interest(l, 0);
+                return;
+            default:
+                log_err("net: accept: %s", strerror(errno));
+                return;
+            }
+        }
+        if (l->max_connections > 0 && l->nconns >= l->max_connections) {
+            if (log_allowed(&l->last_full_log, l->now))
+                log_warn("net: %d connections, the limit: refusing new ones", l->nconns);
+            close(fd);
+            continue;
+        }
+        conn_open(l, fd, &sa, ls);
+    }
+}
+
+static void listeners_close(net_loop *l)
+{
+    for (int i = 0; i < l->nlisteners; i++) {
+        if (l->listeners[i].fd < 0)
+            continue;
+        epoll_ctl(l->epfd, EPOLL_CTL_DEL, l->listeners[i].fd, NULL);
+        close(l->listeners[i].fd);
+        l->listeners[i].fd = -1;
+    }
+}
+
+int net_listen(net_loop *l, const char *addr, int port, int tls, int defer_accept, int tag)
+{
+    struct sockaddr_storage ss;
+    socklen_t sslen;
+    memset(&ss, 0, sizeof ss);
+    if (!addr || !*addr)
+        addr = "0.0.0.0";
+    if (port < 0 || port > 65535) {
+        log_err("net: bad port %d", port);
+        return -1;
+    }
+    if (l->nlisteners == NET_MAX_LISTENERS) {
+        log_err("net: too many listeners");
+        return -1;
+    }
+    struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+    if (inet_pton(AF_INET, addr, &s4->sin_addr) == 1) {
+        s4->sin_family = AF_INET;
+        s4->sin_port = htons((uint16_t)port);
+        sslen = sizeof *s4;
+    } else if (inet_pton(AF_INET6, addr, &s6->sin6_addr) == 1) {
+        s6->sin6_family = AF_INET6;
+        s6->sin6_port = htons((uint16_t)port);
+        sslen = sizeof *s6;
+    } else {
+        log_err("net: '%s' is not an IPv4 or IPv6 address", addr);
+        return -1;
+    }
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        log_err("net: socket: %s", strerror(errno));
+        return -1;
+    }
+    int one = 1;
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0)
+        log_warn("net: SO_REUSEADDR: %s", strerror(errno));
+    if (bind(fd, (struct sockaddr *)&ss, sslen) < 0 || listen(fd, SOMAXCONN) < 0) {
+        log_err("net: listen on [%s]:%d: %s", addr, port, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    if (defer_accept > 0 &&
+        setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &defer_accept, sizeof defer_accept) < 0)
+        log_warn("net: TCP_DEFER_ACCEPT on port %d: %s", port, strerror(errno));
+    int i = l->nlisteners;
+    struct epoll_event ev = { .events = l->accept_paused_until ? 0 : EPOLLIN,
+                              .data.u64 = ((uint64_t)i << 1) | 1 };
+    if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+        log_err("net: epoll_ctl(ADD) for a listener: %s", strerror(errno));
+        close(fd);
+        return -1;
+    }
+    l->listeners[i] = (net_listener){ fd, tls, tag };
+    l->nlisteners++;
+    log_info("net: listening on [%s]:%d%s", addr, port, tls ? " (direct TLS)" : "");
+    return 0;
+}
+
+/* ---- TLS context and the self-signed certificate ---- */
+
+static int tls_log_error(const char *what)
+{
+    unsigned long code = ERR_get_error();
+    char buf[160];
+    if (code)
+        ERR_error_string_n(code, buf, sizeof buf);
+    else
+        snprintf(buf, sizeof buf, "unknown error");
+    log_err("tls: %s: %s", what, buf);
+    ERR_clear_error();
+    return -1;
+}
+
+/* write a key (mode 0600) or a certificate next to path, then rename over it */
+static int pem_save(const char *path, mode_t mode, EVP_PKEY *key, X509 *cert)
+{
+    char tmp[PATH_MAX];
+    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp) {
+        log_err("tls: path too long: %s", path);
+        return -1;
+    }
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+    if (fd < 0) {
+        log_err("tls: %s: %s", tmp, strerror(errno));
+        return -1;
+    }
+    FILE *f = NULL;
+    if (fchmod(fd, mode) < 0 || !(f = fdopen(fd, "w"))) {
+        log_err("tls: %s: %s", tmp, strerror(errno));
+        close(fd);
+        unlink(tmp);
+        return -1;
+    }
+    int ok = key ? PEM_write_PrivateKey(f, key, NULL, NULL, 0, NULL, NULL) : PEM_write_X509(f, cert);
+    if (!ok)
+        tls_log_error(tmp);
+    if (fflush(f) != 0 || fsync(fileno(f)) < 0)
+        ok = 0;
+    if (fclose(f) != 0)
+        ok = 0;
+    if (!ok || rename(tmp, path) < 0) {
+        log_err("tls: could not write %s", path);
+        unlink(tmp);
+        return -1;
+    }
+    return 0;
+}
+
+static int cert_add_ext(X509 *x, int nid, const char *value)
+{
+    X509V3_CTX v3;
+    X509V3_set_ctx(&v3, x, x, NULL, NULL, 0);
+    X509_EXTENSION *ext = X509V3_EXT_nconf_nid(NULL, &v3, nid, value);
+    int ok = ext && X509_add_ext(x, ext, -1);
+    X509_EXTENSION_free(ext);
+    return ok ? 0 : -1;
+}
+
+static int cert_add_names(X509 *x, const char *const *names)
+{
+    GENERAL_NAMES *gens = sk_GENERAL_NAME_new_null();
+    int ok = gens != NULL;
+    for (size_t i = 0; ok && names[i]; i++) {
+        GENERAL_NAME *g = GENERAL_NAME_new();
+        ASN1_IA5STRING *s = ASN1_IA5STRING_new();
+        if (!g || !s || !ASN1_STRING_set(s, names[i], -1)) {
+            GENERAL_NAME_free(g);
+            ASN1_IA5STRING_free(s);
+            ok = 0;
+            break;
+        }
+        GENERAL_NAME_set0_value(g, GEN_DNS, s);
+        if (!sk_GENERAL_NAME_push(gens, g)) {
+            GENERAL_NAME_free(g);
+            ok = 0;
+        }
+    }
+    if (ok)
+        ok = X509_add1_ext_i2d(x, NID_subject_alt_name, gens, 0, X509V3_ADD_DEFAULT) == 1;
+    GENERAL_NAMES_free(gens);
+    return ok ? 0 : -1;
+}
+
+static int cert_generate(const char *cert_path, const char *key_path, const char *const *names)
+{
+    static const char *const fallback[] = { "localhost", NULL };
+    if (!names || !names[0])
+        names = fallback;
+    int rc = -1;
+    X509 *x = NULL;
+    BIGNUM *serial = NULL;
+    EVP_PKEY *key = EVP_EC_gen("P-256");
+    if (!key)
+        return tls_log_error("generating a P-256 key");
+    if (!(x = X509_new()) || !(serial = BN_new()) ||
+        !X509_set_version(x, 2) ||
+        !BN_rand(serial, 127, BN_RAND_TOP_ONE, BN_RAND_BOTTOM_ANY) ||
+        !BN_to_ASN1_INTEGER(serial, X509_get_serialNumber(x)) ||
+        !X509_gmtime_adj(X509_getm_notBefore(x), 0) ||
+        !X509_time_adj_ex(X509_getm_notAfter(x), 3650, 0, NULL) ||
+        !X509_set_pubkey(x, key) ||
+        !X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN", MBSTRING_UTF8,
+                                    (const unsigned char *)names[0], -1, -1, 0) ||
+        !X509_set_issuer_name(x, X509_get_subject_name(x)) ||
+        cert_add_ext(x, NID_basic_constraints, "critical,CA:FALSE") < 0 ||
+        cert_add_ext(x, NID_key_usage, "critical,digitalSignature") < 0 ||
+        cert_add_ext(x, NID_ext_key_usage, "serverAuth") < 0 ||
+        cert_add_names(x, names) < 0 ||
+        !X509_sign(x, key, EVP_sha256())) {
+        tls_log_error("building the self-signed certificate");
+        goto out;
+    }
+    if (pem_save(key_path, 0600, key, NULL) < 0 || pem_save(cert_path, 0644, NULL, x) < 0)
+        goto out;
+    log_info("tls: generated a self-signed certificate for %s in %s", names[0], cert_path);
+    rc = 0;
+out:
+    BN_free(serial);
+    X509_free(x);
+    EVP_PKEY_free(key);
+    return rc;
+}
+
+int net_tls_setup(net_loop *l, const char *cert, const char *key, const char *data_dir,
+                  const char *const *names)
+{
+    char cert_path[PATH_MAX], key_path[PATH_MAX];
+    if ((!cert || !*cert) && (!key || !*key)) {
+        const char *dir = data_dir && *data_dir ? data_dir : ".";
+        if (snprintf(cert_path, sizeof cert_path, "%s/cert.pem", dir) >= (int)sizeof cert_path ||
+            snprintf(key_path, sizeof key_path, "%s/key.pem", dir) >= (int)sizeof key_path) {
+            log_err("tls: data_dir path too long");
+            return -1;
+        }
+        if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
+            log_err("tls: %s: %s", dir, strerror(errno));
+            return -1;
+        }
+        struct stat st;
+        if ((stat(cert_path, &st) < 0 || stat(key_path, &st) < 0) &&
+            cert_generate(cert_path, key_path, names) < 0)
+            return -1;
+        cert = cert_path;
+        key = key_path;
+    } else if (!cert || !*cert || !key || !*key) {
+        log_err("tls: both a certificate and a key are needed");
+        return -1;
+    }
+
+    ERR_clear_error();
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    if (!ctx)
+        return tls_log_error("SSL_CTX_new");
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    /* RELEASE_BUFFERS: idle sessions drop their 16+ KiB record buffers */
+    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
+                          SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    /* IGNORE_UNEXPECTED_EOF: XMPP ends streams with </stream:stream>, many clients then just close */
+    SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_TICKET |
+                             SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_IGNORE_UNEXPECTED_EOF);
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+    SSL_CTX_set_num_tickets(ctx, 0);
+    if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
+        log_err("tls: cannot load certificate %s", cert);
+        tls_log_error("certificate");
+        SSL_CTX_free(ctx);
+        return -1;
+    }
+    if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
+        log_err("tls: cannot load key %s", key);
+        tls_log_error("key");
+        SSL_CTX_free(ctx);
+        return -1;
+    }
+    if (SSL_CTX_check_private_key(ctx) != 1) {
+        log_err("tls: key %s does not match certificate %s", key, cert);
+        ERR_clear_error();
+        SSL_CTX_free(ctx);
+        return -1;
+    }
+    SSL_CTX_free(l->ssl_ctx);       /* live sessions keep their own reference */
+    l->ssl_ctx = ctx;
+    return 0;
+}
+
+int net_tls_available(const net_loop *l)
+{
+    return l->ssl_ctx != NULL;
+}
+
+/* ---- the loop ---- */
+
+net_loop *net_loop_new(const net_handlers *h, const net_options *o)
+{
+    net_loop *l = calloc(1, sizeof *l);
+    if (!l) {
+        log_err("net: out of memory");
+        return NULL;
+    }
+    l->h = *h;
+    l->max_output = o && o->max_output ? o->max_output : (size_t)1 << 20;
+    if (l->max_output > NET_MAX_OUTPUT_CAP)
+        l->max_output = NET_MAX_OUTPUT_CAP;
+    l->max_connections = o ? o->max_connections : 0;
+    l->sigfd = -1;
+    clock_update(l);
+
+    l->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (l->epfd < 0) {
+        log_err("net: epoll_create1: %s", strerror(errno));
+        free(l);
+        return NULL;
+    }
+    /* signals arrive as readable data in the loop, never in a handler context */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    struct epoll_event ev = { .events = EPOLLIN, .data.u64 = ((uint64_t)EV_SIGNAL_INDEX << 1) | 1 };
+    if (sigprocmask(SIG_BLOCK, &set, NULL) < 0 ||
+        (l->sigfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC)) < 0 ||
+        epoll_ctl(l->epfd, EPOLL_CTL_ADD, l->sigfd, &ev) < 0) {
+        log_err("net: signals: %s", strerror(errno));
+        net_loop_free(l);
+        return NULL;
+    }
+    signal(SIGPIPE, SIG_IGN);       /* OpenSSL writes with write(), not send(MSG_NOSIGNAL) */
+    return l;
+}
+
+void net_loop_free(net_loop *l)
+{
+    if (!l)
+        return;
+    listeners_close(l);
+    /* killed connections waiting for the end of the turn; live ones are in fds[] */
+    net_conn *c;
+    while ((c = l->todo_head) != NULL) {
+        l->todo_head = c->todo_next;
+        if (c->flags & F_DEAD)
+            conn_free(c);
+    }
+    for (size_t i = 0; i < l->nfds; i++)
+        if (l->fds[i])
+            conn_free(l->fds[i]);
+    free(l->fds);
+    free(l->heap);
+    SSL_CTX_free(l->ssl_ctx);
+    if (l->sigfd >= 0)
+        close(l->sigfd);
+    if (l->epfd >= 0)
+        close(l->epfd);
+    free(l);
+}
+
+static void signals_read(net_loop *l)
+{
+    struct signalfd_siginfo si;
+    while (read(l->sigfd, &si, sizeof si) == (ssize_t)sizeof si) {
+        log_debug("net: signal %u", si.ssi_signo);
+        if (l->h.on_signal)
+            l->h.on_signal(l->h.ud, (int)si.ssi_signo);
+    }
+}
+
+static int loop_timeout(const net_loop *l)
+{
+    if (l->todo_head)
+        return 0;
+    long long ms = l->stopping ? 100 : 1000;
+    if (l->heap_len > 0) {
+        long long due = (long long)l->heap[0].when * 1000 - l->now_ms;
+        if (due < ms)
+            ms = due < 0 ? 0 : due;
+    }
+    return (int)ms;
+}
+
+/* while stopping: is any output still on its way? */
+static int output_pending(const net_loop *l)
+{
+    if (l->todo_head)
+        return 1;
+    for (size_t i = 0; i < l->nfds; i++) {
+        const net_conn *c = l->fds[i];
+        if (c && (c->out_off < c->out_len || (c->flags & F_CLOSING)))
+            return 1;
+    }
+    return 0;
+}
+
+static void dispatch(net_loop *l, const struct epoll_event *ev)
+{
+    if (ev->data.u64 & 1) {
+        uint64_t i = ev->data.u64 >> 1;
+        if (i == EV_SIGNAL_INDEX)
+            signals_read(l);
+        else if (i < (uint64_t)l->nlisteners && l->listeners[i].fd >= 0 && !l->stopping)
+            listener_accept(l, &l->listeners[i]);
+        return;
+    }
+    net_conn *c = ev->data.ptr;
+    if (c->flags & F_DEAD)
+        return;             /* killed earlier this turn; freed at its end */
+    if ((ev->events & EPOLLOUT) || ((ev->events & EPOLLIN) && (c->flags & F_OUT_WANTS_READ)))
+        todo_add(c);
+    if ((ev->events & (EPOLLIN | EPOLLERR | EPOLLHUP)) ||
+        ((ev->events & EPOLLOUT) && (c->flags & F_IN_WANTS_WRITE)))
+        conn_on_readable(c);
+}
+
+int net_loop_run(net_loop *l)
+{
+    struct epoll_event evs[NET_MAX_EVENTS];
+    for (;;) {
+        clock_update(l);
+        if (l->stopping && (!output_pending(l) || l->mono_ms >= l->stop_at_ms))
+            break;
+        if (l->accept_paused_until && l->now >= l->accept_paused_until) {
+            l->accept_paused_until = 0;
+            listeners_interest(l, EPOLLIN);
+        }
+        int n = epoll_wait(l->epfd, evs, NET_MAX_EVENTS, loop_timeout(l));
+        if (n < 0 && errno != EINTR) {
+            log_err("net: epoll_wait: %s", strerror(errno));
+            return -1;
+        }
+        clock_update(l);
+        for (int i = 0; i < n; i++)
+            dispatch(l, &evs[i]);
+        timers_fire(l);
+        todo_run(l);
+    }
+    return 0;
+}
+
+void net_loop_stop(net_loop *l)
+{
+    if (l->stopping)
+        return;
+    clock_update(l);
+    l->stopping = 1;
+    l->stop_at_ms = l->mono_ms + NET_STOP_GRACE_MS;
+    listeners_close(l);
+}
+
+time_t net_now(const net_loop *l)
+{
+    return l->now;
+}
+
+/* ---- connection calls made by the layers above ---- */
+
+/* room for need unsent bytes; the queue never grows past limit */
+static int out_reserve(net_conn *c, size_t need, size_t limit)
+{
+    if (c->out_cap - c->out_off >= need)
+        return 0;
+    size_t queued = c->out_len - c->out_off;
+    if (c->out_cap >= need) {       /* enough room once the sent part is dropped */
+        memmove(c->out, c->out + c->out_off, queued);
+    } else {
+        size_t cap = c->out_cap ? (size_t)c->out_cap * 2 : NET_OUT_MIN;
+        while (cap < need)
+            cap *= 2;
+        if (cap > limit)
+            cap = limit;
+        char *out = malloc(cap);
+        if (!out)
+            return -1;
+        if (queued)
+            memcpy(out, c->out + c->out_off, queued);
+        free(c->out);
+        c->out = out;
+        c->out_cap = (uint32_t)cap;
+    }
+    c->out_off = 0;
+    c->out_len = (uint32_t)queued;
+    return 0;
+}
+
+int net_conn_write(net_conn *c, const char *data, size_t len)
+{
+    net_loop *l = c->loop;
+    if (c->flags & (F_DEAD | F_CLOSING | F_NOMEM))
+        return -1;
+    int final = (c->flags & F_IN_OVERFLOW) != 0;
+    if ((c->flags & F_OVERFLOW) && !final)
+        return -1;          /* being cut off: nothing more is queued */
+    if (len == 0)
+        return 0;
+    size_t queued = c->out_len - c->out_off;
+    size_t limit = l->max_output + (final ? NET_OVERFLOW_SLACK : 0);
+    if (len > limit - queued) {
+        if (!final) {
+            c->flags |= F_OVERFLOW;
+            todo_add(c);
+        }
+        return -1;
+    }
+    if (out_reserve(c, queued + len, limit) < 0) {
+        log_err("net: out of memory queueing %zu bytes for %s", len, c->peer);
+        c->flags |= F_NOMEM;
+        todo_add(c);
+        return -1;
+    }
+    memcpy(c->out + c->out_len, data, len);
+    c->out_len += (uint32_t)len;
+    todo_add(c);
+    return 0;
+}
+
+int net_conn_starttls(net_conn *c)
+{
+    if ((c->flags & (F_DEAD | F_CLOSING | F_STARTTLS)) || c->ssl || !c->loop->ssl_ctx)
+        return -1;
+    c->plain_left = c->out_len - c->out_off;   /* the <proceed/> and anything before it */
+    c->flags |= F_STARTTLS;
+    todo_add(c);
+    return 0;
+}
+
+int net_conn_is_tls(const net_conn *c)
+{
+    return c->ssl != NULL;
+}
+
+void net_conn_close(net_conn *c)
+{
+    if (c->flags & (F_DEAD | F_CLOSING))
+        return;
+    c->flags |= F_CLOSING;
+    /* a peer that never reads cannot hold the connection open */
+    if (timer_arm(c, c->loop->now + NET_CLOSE_GRACE) < 0)
+        c->flags |= F_NOMEM;
+    todo_add(c);
+}
+
+void net_conn_set_timer(net_conn *c, int secs)
+{
+    if (c->flags & (F_DEAD | F_CLOSING))
+        return;
+    if (secs < 0)
+        timer_remove(c);
+    else if (timer_arm(c, c->loop->now + secs) < 0) {
+        c->flags |= F_NOMEM;        /* a session without its timer could linger forever */
+        todo_add(c);
+    }
+}
+
+time_t net_conn_last_input(const net_conn *c)
+{
+    return c->last_input;
+}
+
+const char *net_conn_peer(const net_conn *c)
+{
+    return c->peer;
+}
+
+void *net_conn_ud(const net_conn *c)
+{
+    return c->ud;
+}
+
+/* The struct, the queue's allocation and the timer slot. The SSL object (several KiB, shrunk by
+ * SSL_MODE_RELEASE_BUFFERS when idle) is not counted: OpenSSL offers no per-object figure. */
+size_t net_conn_memory(const net_conn *c)
+{
+    return sizeof *c + c->out_cap + (c->timer_pos ? sizeof(net_timer) : 0);
+}
