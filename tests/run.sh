@@ -54,5 +54,11 @@ for build in "$@"; do
         run "$build shared specs" "$build/scs_runner" --couplet "$server" "$SHARED_SPECS"/*.scs
     fi
 done
+# a real client library against the plain build (Debian's python3-slixmpp; .ci/run installs it)
+if [ -z "$VALGRIND" ] && /usr/bin/python3 -c 'import slixmpp' 2>/dev/null; then
+    run "slixmpp real client" timeout 120 /usr/bin/python3 tests/slixmpp_check.py "$1/couplet"
+else
+    echo "== slixmpp real client: python3-slixmpp is not installed, check not run"
+fi
 echo "$total_pass passed, $total_fail failed"
 [ "$total_fail" -eq 0 ]

@@ -239,6 +239,561 @@ static void test_create_and_join(void)
     muc_service_free(m);
 }
 
+
+#define CONFIG_SET(id, fields) "<iq id='" id "' to='" R "' type='set'><query xmlns='http://jabber.org/protocol/muc#owner'>" \
+    "<x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE'><value>http://jabber.org/protocol/muc#roomconfig</value></field>" \
+    fields "</x></query></iq>"
+#define MSG104 XUSER "<status code='104'/></x></message>"
+
+/* the founding scenario, muc_password.scs */
+static void test_password(void)
+{
+    muc_service *m = service(1);
+    feed(m, ROMEO, JOIN(ROMEO, "Romeo"));
+    feed(m, ROMEO, CONFIG_SET("config1", "<field var='muc#roomconfig_roomsecret'><value>cauldronburn</value></field>"));
+    EXPECT(ROMEO, "<iq from='" R "' id='config1' type='result' to='" ROMEO "'/>");
+    EXPECT(ROMEO, "<message type='groupchat' from='" R "' to='" ROMEO "'>" MSG104);
+    EXPECT_END();
+
+    feed(m, JULIET, JOIN(JULIET, "Juliet"));
+    EXPECT(JULIET, "<presence from='" R "/Juliet' type='error' to='" JULIET "'><error type='auth' by='" R "'>"
+                   "<not-authorized xmlns='" STZ "'/></error></presence>");
+    EXPECT_END();
+    feed(m, JULIET, "<presence to='" R "/Juliet'><x xmlns='http://jabber.org/protocol/muc'><password>wrong</password></x></presence>");
+    EXPECT_HAS(JULIET, "type='error'", "<not-authorized");
+    EXPECT_END();
+    feed(m, JULIET, "<presence to='" R "/Juliet'><x xmlns='http://jabber.org/protocol/muc'><password>cauldronburn</password></x></presence>");
+    EXPECT_HAS(JULIET, "from='" R "/Romeo'");
+    EXPECT_HAS(JULIET, "from='" R "/Juliet'", "<status code='110'/>");
+    EXPECT_HAS(JULIET, "<subject/>");
+    EXPECT_HAS(ROMEO, "from='" R "/Juliet'");
+    EXPECT_END();
+
+    feed(m, JULIET, "<presence type='unavailable' to='" R "'/>");
+    EXPECT_HAS(ROMEO, "from='" R "/Juliet' type='unavailable'");
+    EXPECT_HAS(JULIET, "from='" R "/Juliet' type='unavailable'", "<status code='110'/>");
+    EXPECT_END();
+
+    feed(m, ROMEO, CONFIG_SET("config2", "<field var='muc#roomconfig_roomsecret'></field>"));
+    EXPECT(ROMEO, "<iq from='" R "' id='config2' type='result' to='" ROMEO "'/>");
+    EXPECT(ROMEO, "<message type='groupchat' from='" R "' to='" ROMEO "'>" MSG104);
+    EXPECT_END();
+
+    feed(m, JULIET, JOIN(JULIET, "Juliet"));
+    EXPECT_HAS(JULIET, "from='" R "/Romeo'");
+    EXPECT_HAS(JULIET, "from='" R "/Juliet'", "<status code='110'/>");
+    EXPECT_HAS(JULIET, "<subject/>");
+    EXPECT_HAS(ROMEO, "from='" R "/Juliet'");
+    EXPECT_END();
+    muc_service_free(m);
+}
+
+static void test_join_errors(void)
+{
+    muc_service *m = service(1);
+    create_room_with_juliet(m);
+    /* nick in use by someone else */
+    feed(m, NURSE, JOIN(NURSE, "Juliet"));
+    EXPECT(NURSE, "<presence from='" R "/Juliet' type='error' to='" NURSE "'><error type='cancel' by='" R "'>"
+                  "<conflict xmlns='" STZ "'/></error></presence>");
+    EXPECT_END();
+    /* no nick */
+    feed(m, NURSE, "<presence to='" R "'>" XMUC "</presence>");
+    EXPECT(NURSE, "<presence from='" R "' type='error' to='" NURSE "'><error type='modify' by='" R "'>"
+                  "<jid-malformed xmlns='" STZ "'/></error></presence>");
+    EXPECT_END();
+    /* banned */
+    feed(m, ROMEO, "<iq id='b1' to='" R "' type='set'><query xmlns='http://jabber.org/protocol/muc#admin'>"
+                   "<item affiliation='outcast' jid='nurse@localhost'/></query></iq>");
+    EXPECT(ROMEO, "<message from='" R "' to='" ROMEO "'>" XUSER "<item jid='nurse@localhost' affiliation='outcast'/></x></message>");
+    EXPECT(ROMEO, "<iq from='" R "' id='b1' type='result' to='" ROMEO "'/>");
+    EXPECT_END();
+    feed(m, NURSE, JOIN(NURSE, "Nurse"));
+    EXPECT_HAS(NURSE, "type='error'", "<error type='auth' by='" R "'><forbidden xmlns='" STZ "'/>");
+    EXPECT_END();
+    /* members-only */
+    feed(m, ROMEO, CONFIG_SET("c1", "<field var='muc#roomconfig_membersonly'><value>1</value></field>"));
+    EXPECT_HAS(ROMEO, "type='result'");
+    EXPECT_HAS(ROMEO, "<status code='104'/>");
+    EXPECT_HAS(JULIET, "<status code='104'/>");
+    /* juliet is no member: removed with 322 */
+    EXPECT(ROMEO, "<presence from='" R "/Juliet' type='unavailable' to='" ROMEO "'>" XUSER
+                  "<item jid='" JULIET "' affiliation='none' role='none'/><status code='322'/></x></presence>");
+    EXPECT(JULIET, "<presence from='" R "/Juliet' type='unavailable' to='" JULIET "'>" XUSER
+                   "<item jid='" JULIET "' affiliation='none' role='none'/><status code='322'/><status code='110'/></x></presence>");
+    EXPECT_END();
+    feed(m, JULIET, JOIN(JULIET, "Juliet"));
+    EXPECT_HAS(JULIET, "type='error'", "<error type='auth' by='" R "'><registration-required xmlns='" STZ "'/>");
+    EXPECT_END();
+    /* bad nick (a control character) */
+    feed(m, ROMEO, CONFIG_SET("c2", "<field var='muc#roomconfig_membersonly'><value>0</value></field>"
+                                    "<field var='muc#roomconfig_maxusers'><value>2</value></field>"));
+    EXPECT_HAS(ROMEO, "type='result'");
+    EXPECT_HAS(ROMEO, "<status code='104'/>");
+    EXPECT_END();
+    feed(m, JULIET, JOIN(JULIET, "Juliet"));
+    clear_recs();
+    /* full (maxusers 2) */
+    feed(m, "friar@localhost/f", JOIN("friar@localhost/f", "Friar"));
+    EXPECT_HAS("friar@localhost/f", "type='error'", "<error type='wait' by='" R "'><service-unavailable xmlns='" STZ "'/>");
+    EXPECT_END();
+    /* a server admin is owner everywhere and not limited */
+    feed(m, ADMIN, JOIN(ADMIN, "Boss"));
+    EXPECT_HAS(ADMIN, "from='" R "/Romeo'");
+    EXPECT_HAS(ADMIN, "from='" R "/Juliet'");
+    EXPECT_HAS(ADMIN, "from='" R "/Boss'", "affiliation='owner' role='moderator'");
+    EXPECT_HAS(ADMIN, "<subject/>");
+    EXPECT_HAS(ROMEO, "from='" R "/Boss'");
+    EXPECT_HAS(JULIET, "from='" R "/Boss'");
+    EXPECT_END();
+    muc_service_free(m);
+
+    /* creation restricted to admins */
+    m = service(0);
+    feed(m, ROMEO, JOIN(ROMEO, "Romeo"));
+    EXPECT(ROMEO, "<presence from='" R "/Romeo' type='error' to='" ROMEO "'><error type='cancel' by='" R "'>"
+                  "<not-allowed xmlns='" STZ "'/></error></presence>");
+    EXPECT_END();
+    CHECK_INT(0, muc_room_count(m));
+    feed(m, ADMIN, JOIN(ADMIN, "Boss"));
+    EXPECT_HAS(ADMIN, "<status code='201'/>");
+    EXPECT_HAS(ADMIN, "<subject/>");
+    EXPECT_END();
+    muc_service_free(m);
+}
+
+static void test_messages(void)
+{
+    muc_service *m = service(1);
+    create_room_with_juliet(m);
+    /* subject-only message from a participant: not allowed by default */
+    feed(m, JULIET, "<message to='" R "' type='groupchat'><subject>mine</subject></message>");
+    EXPECT(JULIET, "<message from='" R "' type='error' to='" JULIET "'><error type='auth' by='" R "'>"
+                   "<forbidden xmlns='" STZ "'/></error></message>");
+    EXPECT_END();
+    feed(m, ROMEO, "<message to='" R "' type='groupchat'><subject>Verona</subject></message>");
+    EXPECT(ROMEO, "<message type='groupchat' from='" R "/Romeo' to='" ROMEO "'><subject>Verona</subject></message>");
+    EXPECT(JULIET, "<message type='groupchat' from='" R "/Romeo' to='" JULIET "'><subject>Verona</subject></message>");
+    EXPECT_END();
+    /* a non-occupant may not speak */
+    feed(m, NURSE, "<message to='" R "' type='groupchat'><body>x</body></message>");
+    EXPECT_HAS(NURSE, "type='error'", "<error type='modify' by='" R "'><not-acceptable xmlns='" STZ "'/>");
+    EXPECT_END();
+    /* private messages */
+    feed(m, JULIET, "<message to='" R "/Romeo' type='chat' id='p1'><body>psst</body></message>");
+    EXPECT(ROMEO, "<message type='chat' id='p1' from='" R "/Juliet' to='" ROMEO "'><body>psst</body><x xmlns='" MUCU "'/></message>");
+    EXPECT_END();
+    feed(m, JULIET, "<message to='" R "/Nobody' type='chat'><body>psst</body></message>");
+    EXPECT_HAS(JULIET, "type='error'", "<error type='cancel' by='" R "'><item-not-found xmlns='" STZ "'/>");
+    EXPECT_END();
+    feed(m, NURSE, "<message to='" R "/Romeo' type='chat'><body>psst</body></message>");
+    EXPECT_HAS(NURSE, "type='error'", "<not-acceptable");
+    EXPECT_END();
+    feed(m, JULIET, "<message to='" R "/Romeo' type='groupchat'><body>psst</body></message>");
+    EXPECT_HAS(JULIET, "type='error'", "<bad-request");
+    EXPECT_END();
+    /* errors are never answered */
+    feed(m, NURSE, "<message to='" R "/Romeo' type='error'><body>psst</body></message>");
+    EXPECT_END();
+    /* later joiners get the subject from who set it */
+    feed(m, NURSE, JOIN(NURSE, "Nurse"));
+    EXPECT_HAS(NURSE, "from='" R "/Romeo'");
+    EXPECT_HAS(NURSE, "from='" R "/Juliet'");
+    EXPECT_HAS(NURSE, "from='" R "/Nurse'");
+    EXPECT(NURSE, "<message type='groupchat' from='" R "/Romeo' to='" NURSE "'><subject>Verona</subject></message>");
+    EXPECT_HAS(ROMEO, "from='" R "/Nurse'");
+    EXPECT_HAS(JULIET, "from='" R "/Nurse'");
+    EXPECT_END();
+    /* moderated room: a visitor may not speak */
+    feed(m, ROMEO, CONFIG_SET("c", "<field var='muc#roomconfig_moderatedroom'><value>true</value></field>"));
+    clear_recs();
+    feed(m, ROMEO, "<iq id='v' to='" R "' type='set'><query xmlns='http://jabber.org/protocol/muc#admin'>"
+                   "<item nick='Nurse' role='visitor'><reason>hush</reason></item></query></iq>");
+    EXPECT(ROMEO, "<presence from='" R "/Nurse' to='" ROMEO "'>" XUSER "<item jid='" NURSE "' affiliation='none' role='visitor'>"
+                  "<actor nick='Romeo'/><reason>hush</reason></item></x></presence>");
+    EXPECT(JULIET, "<presence from='" R "/Nurse' to='" JULIET "'>" XUSER "<item affiliation='none' role='visitor'>"
+                   "<actor nick='Romeo'/><reason>hush</reason></item></x></presence>");
+    EXPECT(NURSE, "<presence from='" R "/Nurse' to='" NURSE "'>" XUSER "<item jid='" NURSE "' affiliation='none' role='visitor'>"
+                  "<actor nick='Romeo'/><reason>hush</reason></item><status code='110'/></x></presence>");
+    EXPECT_HAS(ROMEO, "type='result'");
+    EXPECT_END();
+    feed(m, NURSE, "<message to='" R "' type='groupchat'><body>x</body></message>");
+    EXPECT_HAS(NURSE, "type='error'", "<error type='auth' by='" R "'><forbidden xmlns='" STZ "'/>");
+    EXPECT_END();
+    /* a participant may not voice/devoice... but may not kick either */
+    feed(m, JULIET, "<iq id='k' to='" R "' type='set'><query xmlns='http://jabber.org/protocol/muc#admin'>"
+                    "<item nick='Nurse' role='none'/></query></iq>");
+    EXPECT_HAS(JULIET, "type='error'", "<forbidden");
+    EXPECT_END();
+    /* role lists for moderators */
+    feed(m, ROMEO, "<iq id='l' to='" R "' type='get'><query xmlns='http://jabber.org/protocol/muc#admin'><item role='visitor'/></query></iq>");
+    EXPECT(ROMEO, "<iq from='" R "' id='l' type='result' to='" ROMEO "'><query xmlns='http://jabber.org/protocol/muc#admin'>"
+                  "<item affiliation='none' jid='" NURSE "' nick='Nurse' role='visitor'/></query></iq>");
+    EXPECT_END();
+    /* kick: 307 with actor and reason */
+    feed(m, ROMEO, "<iq id='k' to='" R "' type='set'><query xmlns='http://jabber.org/protocol/muc#admin'>"
+                   "<item nick='Nurse' role='none'><reason>out</reason></item></query></iq>");
+    EXPECT(ROMEO, "<presence from='" R "/Nurse' type='unavailable' to='" ROMEO "'>" XUSER "<item jid='" NURSE "' affiliation='none' role='none'>"
+                  "<actor nick='Romeo'/><reason>out</reason></item><status code='307'/></x></presence>");
+    EXPECT_HAS(JULIET, "type='unavailable'", "<status code='307'/>");
+    EXPECT(NURSE, "<presence from='" R "/Nurse' type='unavailable' to='" NURSE "'>" XUSER "<item jid='" NURSE "' affiliation='none' role='none'>"
+                  "<actor nick='Romeo'/><reason>out</reason></item><status code='307'/><status code='110'/></x></presence>");
+    EXPECT_HAS(ROMEO, "type='result'");
+    EXPECT_END();
+    /* the owner cannot be kicked by anyone */
+    feed(m, ROMEO, "<iq id='k2' to='" R "' type='set'><query xmlns='http://jabber.org/protocol/muc#admin'>"
+                   "<item affiliation='admin' jid='juliet@localhost'/></query></iq>");
+    EXPECT(ROMEO, "<presence from='" R "/Juliet' to='" ROMEO "'>" XUSER "<item jid='" JULIET "' affiliation='admin' role='moderator'>"
+                  "<actor nick='Romeo'/></item></x></presence>");
+    EXPECT_HAS(JULIET, "affiliation='admin' role='moderator'", "<status code='110'/>");
+    EXPECT_HAS(ROMEO, "type='result'");
+    EXPECT_END();
+    feed(m, JULIET, "<iq id='k3' to='" R "' type='set'><query xmlns='http://jabber.org/protocol/muc#admin'>"
+                    "<item nick='Romeo' role='none'/></query></iq>");
+    EXPECT_HAS(JULIET, "type='error'", "<error type='cancel' by='" R "'><not-allowed");
+    EXPECT_END();
+    feed(m, JULIET, "<iq id='k4' to='" R "' type='set'><query xmlns='http://jabber.org/protocol/muc#admin'>"
+                    "<item affiliation='outcast' jid='romeo@localhost'/></query></iq>");
+    EXPECT_HAS(JULIET, "type='error'", "<not-allowed");
+    EXPECT_END();
+    /* the last owner cannot step down */
+    feed(m, ROMEO, "<iq id='k5' to='" R "' type='set'><query xmlns='http://jabber.org/protocol/muc#admin'>"
+                   "<item affiliation='member' jid='romeo@localhost'/></query></iq>");
+    EXPECT_HAS(ROMEO, "type='error'", "<error type='cancel' by='" R "'><conflict");
+    EXPECT_END();
+    /* ban of an occupant: 301 */
+    feed(m, ROMEO, "<iq id='k6' to='" R "' type='set'><query xmlns='http://jabber.org/protocol/muc#admin'>"
+                   "<item affiliation='outcast' jid='juliet@localhost'><reason>traitor</reason></item></query></iq>");
+    EXPECT_HAS(ROMEO, "from='" R "/Juliet' type='unavailable'", "affiliation='outcast' role='none'", "<reason>traitor</reason>", "<status code='301'/>");
+    EXPECT_HAS(JULIET, "from='" R "/Juliet' type='unavailable'", "<status code='301'/><status code='110'/>");
+    EXPECT_HAS(ROMEO, "type='result'");
+    EXPECT_END();
+    feed(m, ROMEO, "<iq id='k7' to='" R "' type='get'><query xmlns='http://jabber.org/protocol/muc#admin'><item affiliation='outcast'/></query></iq>");
+    EXPECT(ROMEO, "<iq from='" R "' id='k7' type='result' to='" ROMEO "'><query xmlns='http://jabber.org/protocol/muc#admin'>"
+                  "<item affiliation='outcast' jid='juliet@localhost'/></query></iq>");
+    EXPECT_END();
+    muc_service_free(m);
+}
+
+static void test_nick_and_sessions(void)
+{
+    muc_service *m = service(1);
+    create_room_with_juliet(m);
+    feed(m, JULIET, "<presence to='" R "/Jules'/>");
+    EXPECT(ROMEO, "<presence from='" R "/Juliet' type='unavailable' to='" ROMEO "'>" XUSER
+                  "<item jid='" JULIET "' affiliation='none' role='participant' nick='Jules'/><status code='303'/></x></presence>");
+    EXPECT(JULIET, "<presence from='" R "/Juliet' type='unavailable' to='" JULIET "'>" XUSER
+                   "<item jid='" JULIET "' affiliation='none' role='participant' nick='Jules'/><status code='303'/><status code='110'/></x></presence>");
+    EXPECT(ROMEO, "<presence from='" R "/Jules' to='" ROMEO "'>" XUSER "<item jid='" JULIET "' affiliation='none' role='participant'/></x></presence>");
+    EXPECT(JULIET, "<presence from='" R "/Jules' to='" JULIET "'>" XUSER
+                   "<item jid='" JULIET "' affiliation='none' role='participant'/><status code='110'/></x></presence>");
+    EXPECT_END();
+    feed(m, JULIET, "<presence to='" R "/Romeo'/>");
+    EXPECT_HAS(JULIET, "type='error'", "<conflict");
+    EXPECT_END();
+    /* a status update */
+    feed(m, JULIET, "<presence to='" R "/Jules'><show>dnd</show></presence>");
+    EXPECT_HAS(ROMEO, "<show>dnd</show>");
+    EXPECT_HAS(JULIET, "<show>dnd</show>", "<status code='110'/>");
+    EXPECT_END();
+    /* a second session under the same nick: only it hears the join */
+    feed(m, "juliet@localhost/j2", JOIN("juliet@localhost/j2", "Jules"));
+    EXPECT_HAS("juliet@localhost/j2", "from='" R "/Romeo'");
+    EXPECT_HAS("juliet@localhost/j2", "from='" R "/Jules'", "<status code='110'/>");
+    EXPECT_HAS("juliet@localhost/j2", "<subject/>");
+    EXPECT_END();
+    feed(m, ROMEO, "<message to='" R "' type='groupchat'><body>both</body></message>");
+    EXPECT_HAS(ROMEO, "<body>both</body>");
+    EXPECT_HAS(JULIET, "<body>both</body>");
+    EXPECT_HAS("juliet@localhost/j2", "<body>both</body>");
+    EXPECT_END();
+    feed(m, ROMEO, "<message to='" R "/Jules' type='chat'><body>pm</body></message>");
+    EXPECT_HAS(JULIET, "<body>pm</body>");
+    EXPECT_HAS("juliet@localhost/j2", "<body>pm</body>");
+    EXPECT_END();
+    /* one session leaves: the others see nothing */
+    feed(m, JULIET, "<presence type='unavailable' to='" R "/Jules'/>");
+    EXPECT_HAS(JULIET, "type='unavailable'", "<status code='110'/>");
+    EXPECT_END();
+    feed(m, "juliet@localhost/j2", "<presence type='unavailable' to='" R "/Jules'/>");
+    EXPECT_HAS(ROMEO, "from='" R "/Jules' type='unavailable'");
+    EXPECT_HAS("juliet@localhost/j2", "type='unavailable'", "<status code='110'/>");
+    EXPECT_END();
+    /* a failed delivery drops the session as if it had left */
+    feed(m, JULIET, JOIN(JULIET, "Juliet"));
+    clear_recs();
+    dead_jid = JULIET;
+    feed(m, ROMEO, "<message to='" R "' type='groupchat'><body>anyone?</body></message>");
+    dead_jid = NULL;
+    EXPECT_HAS(ROMEO, "<body>anyone?</body>");
+    EXPECT_HAS(ROMEO, "from='" R "/Juliet' type='unavailable'");
+    EXPECT_END();
+    /* probes */
+    feed(m, NURSE, "<presence type='probe' to='" R "/Romeo'/>");
+    EXPECT(NURSE, "<presence from='" R "/Romeo' to='" NURSE "'>" XUSER "<item affiliation='owner' role='moderator'/></x></presence>");
+    EXPECT_END();
+    feed(m, NURSE, "<presence type='probe' to='" R "/Juliet'/>");
+    EXPECT_HAS(NURSE, "type='error'", "<item-not-found");
+    EXPECT_END();
+    muc_service_free(m);
+}
+
+static void test_history_params(void)
+{
+    muc_service *m = service(1);
+    feed(m, ROMEO, JOIN(ROMEO, "Romeo"));
+    for (int i = 0; i < 12; i++) {
+        char b[200];
+        snprintf(b, sizeof b, "<message to='" R "' type='groupchat'><body>m%d</body></message>", i);
+        feed(m, ROMEO, b);
+    }
+    /* default: the last 10 (historylength 10) */
+    feed(m, JULIET, JOIN(JULIET, "Juliet"));
+    CHECK_INT(1 + 1 + 10 + 1 + 1, nrecs);
+    CHECK(strstr(recs[2], "<body>m2</body>") != NULL, "first history %s", recs[2]);
+    feed(m, JULIET, "<presence type='unavailable' to='" R "/Juliet'/>");
+    feed(m, JULIET, "<presence to='" R "/Juliet'><x xmlns='http://jabber.org/protocol/muc'><history maxstanzas='3'/></x></presence>");
+    CHECK_INT(1 + 1 + 3 + 1 + 1, nrecs);
+    CHECK(strstr(recs[2], "<body>m9</body>") != NULL, "first history %s", recs[2]);
+    feed(m, JULIET, "<presence type='unavailable' to='" R "/Juliet'/>");
+    feed(m, JULIET, "<presence to='" R "/Juliet'><x xmlns='http://jabber.org/protocol/muc'><history maxchars='0'/></x></presence>");
+    CHECK_INT(1 + 1 + 0 + 1 + 1, nrecs);
+    feed(m, JULIET, "<presence type='unavailable' to='" R "/Juliet'/>");
+    /* one message's XML is about 170 characters here: 400 allows two */
+    feed(m, JULIET, "<presence to='" R "/Juliet'><x xmlns='http://jabber.org/protocol/muc'><history maxchars='400'/></x></presence>");
+    CHECK_INT(1 + 1 + 2 + 1 + 1, nrecs);
+    feed(m, JULIET, "<presence type='unavailable' to='" R "/Juliet'/>");
+    feed(m, JULIET, "<presence to='" R "/Juliet'><x xmlns='http://jabber.org/protocol/muc'><history since='2999-01-01T00:00:00Z'/></x></presence>");
+    CHECK_INT(1 + 1 + 0 + 1 + 1, nrecs);
+    feed(m, JULIET, "<presence type='unavailable' to='" R "/Juliet'/>");
+    feed(m, JULIET, "<presence to='" R "/Juliet'><x xmlns='http://jabber.org/protocol/muc'><history seconds='60' maxstanzas='5'/></x></presence>");
+    CHECK_INT(1 + 1 + 5 + 1 + 1, nrecs);
+    /* shrinking the history keeps the newest */
+    feed(m, ROMEO, CONFIG_SET("h", "<field var='muc#roomconfig_historylength'><value>2</value></field>"));
+    feed(m, ROMEO, "<message to='" R "' type='groupchat'><body>last</body></message>");
+    feed(m, NURSE, JOIN(NURSE, "Nurse"));
+    CHECK_INT(2 + 1 + 2 + 1 + 2, nrecs);
+    CHECK(strstr(recs[3], "<body>m11</body>") != NULL, "history %s", recs[3]);
+    CHECK(strstr(recs[4], "<body>last</body>") != NULL, "history %s", recs[4]);
+    muc_service_free(m);
+}
+
+static void test_config_form(void)
+{
+    muc_service *m = service(1);
+    create_room_with_juliet(m);
+    feed(m, ROMEO, "<iq id='g' to='" R "' type='get'><query xmlns='http://jabber.org/protocol/muc#owner'/></iq>");
+    EXPECT_HAS(ROMEO, "<iq from='" R "' id='g' type='result'", "<x xmlns='jabber:x:data' type='form'>",
+               "<field var='FORM_TYPE' type='hidden'><value>http://jabber.org/protocol/muc#roomconfig</value></field>",
+               "<field var='muc#roomconfig_whois' type='list-single' label='Who may see real JIDs'><value>moderators</value>",
+               "<field var='muc#roomconfig_persistentroom' type='boolean' label='Persistent'><value>0</value></field>",
+               "<field var='muc#roomconfig_maxusers' type='text-single' label='Maximum occupants'><value>4</value></field>");
+    EXPECT_END();
+    feed(m, JULIET, "<iq id='g' to='" R "' type='get'><query xmlns='http://jabber.org/protocol/muc#owner'/></iq>");
+    EXPECT_HAS(JULIET, "type='error'", "<error type='auth' by='" R "'><forbidden");
+    EXPECT_END();
+    /* empty form and cancel: accepted, nothing changes */
+    feed(m, ROMEO, CONFIG_SET("e", ""));
+    EXPECT(ROMEO, "<iq from='" R "' id='e' type='result' to='" ROMEO "'/>");
+    EXPECT_END();
+    feed(m, ROMEO, "<iq id='c' to='" R "' type='set'><query xmlns='http://jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' type='cancel'/></query></iq>");
+    EXPECT(ROMEO, "<iq from='" R "' id='c' type='result' to='" ROMEO "'/>");
+    EXPECT_END();
+    /* bad values */
+    feed(m, ROMEO, CONFIG_SET("b", "<field var='muc#roomconfig_whois'><value>everyone</value></field>"));
+    EXPECT_HAS(ROMEO, "type='error'", "<error type='modify' by='" R "'><bad-request");
+    EXPECT_END();
+    feed(m, ROMEO, CONFIG_SET("b", "<field var='muc#roomconfig_maxusers'><value>500</value></field>"));
+    EXPECT_HAS(ROMEO, "type='error'", "<not-acceptable");
+    EXPECT_END();
+    feed(m, ROMEO, CONFIG_SET("b", "<field var='muc#roomconfig_publicroom'><value>maybe</value></field>"));
+    EXPECT_HAS(ROMEO, "type='error'", "<bad-request");
+    EXPECT_END();
+    /* partial form: whois anyone -> 104 + 172 */
+    feed(m, ROMEO, CONFIG_SET("w", "<field var='muc#roomconfig_whois'><value>anyone</value></field>"
+                                   "<field var='muc#roomconfig_roomname'><value>The Balcony</value></field>"));
+    EXPECT(ROMEO, "<iq from='" R "' id='w' type='result' to='" ROMEO "'/>");
+    EXPECT(ROMEO, "<message type='groupchat' from='" R "' to='" ROMEO "'>" XUSER "<status code='104'/><status code='172'/></x></message>");
+    EXPECT(JULIET, "<message type='groupchat' from='" R "' to='" JULIET "'>" XUSER "<status code='104'/><status code='172'/></x></message>");
+    EXPECT_END();
+    feed(m, ROMEO, CONFIG_SET("w2", "<field var='muc#roomconfig_whois'><value>moderators</value></field>"));
+    EXPECT_HAS(ROMEO, "type='result'");
+    EXPECT_HAS(ROMEO, "<status code='104'/><status code='173'/>");
+    EXPECT_HAS(JULIET, "<status code='104'/><status code='173'/>");
+    EXPECT_END();
+    /* disco of the room reflects the configuration */
+    feed(m, NURSE, "<iq id='d' to='" R "' type='get'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>");
+    EXPECT_HAS(NURSE, "<identity category='conference' name='The Balcony' type='text'/>",
+               "<feature var='http://jabber.org/protocol/muc'/><feature var='muc_unsecured'/><feature var='muc_open'/>"
+               "<feature var='muc_unmoderated'/><feature var='muc_temporary'/><feature var='muc_public'/><feature var='muc_semianonymous'/>",
+               "<field var='muc#roominfo_occupants' label='Occupants'><value>2</value></field>");
+    EXPECT_END();
+    feed(m, NURSE, "<iq id='d' to='" R "' type='get'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>");
+    EXPECT(NURSE, "<iq from='" R "' id='d' type='result' to='" NURSE "'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>");
+    EXPECT_END();
+    feed(m, NURSE, "<iq id='d' to='conference.localhost' type='get'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>");
+    EXPECT(NURSE, "<iq from='conference.localhost' id='d' type='result' to='" NURSE "'><query xmlns='http://jabber.org/protocol/disco#items'>"
+                  "<item jid='" R "' name='The Balcony'/></query></iq>");
+    EXPECT_END();
+    feed(m, NURSE, "<iq id='d' to='conference.localhost' type='get'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>");
+    EXPECT(NURSE, "<iq from='conference.localhost' id='d' type='result' to='" NURSE "'><query xmlns='http://jabber.org/protocol/disco#info'>"
+                  "<identity category='conference' name='Chatrooms' type='text'/><feature var='http://jabber.org/protocol/disco#info'/>"
+                  "<feature var='http://jabber.org/protocol/disco#items'/><feature var='http://jabber.org/protocol/muc'/></query></iq>");
+    EXPECT_END();
+    feed(m, NURSE, "<iq id='d' to='conference.localhost' type='get'><query xmlns='jabber:iq:version'/></iq>");
+    EXPECT_HAS(NURSE, "type='error'", "<service-unavailable");
+    EXPECT_END();
+    feed(m, NURSE, "<iq id='d' to='conference.localhost' type='result'/>");
+    EXPECT_END();
+    feed(m, NURSE, "<iq id='d' to='nowhere@conference.localhost' type='get'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>");
+    EXPECT_HAS(NURSE, "type='error'", "<item-not-found");
+    EXPECT_END();
+    /* hidden rooms are not listed */
+    feed(m, ROMEO, CONFIG_SET("p", "<field var='muc#roomconfig_publicroom'><value>0</value></field>"));
+    clear_recs();
+    feed(m, NURSE, "<iq id='d' to='conference.localhost' type='get'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>");
+    EXPECT(NURSE, "<iq from='conference.localhost' id='d' type='result' to='" NURSE "'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>");
+    EXPECT_END();
+    muc_service_free(m);
+}
+
+static void test_invites_and_destroy(void)
+{
+    muc_service *m = service(1);
+    create_room_with_juliet(m);
+    feed(m, JULIET, "<message to='" R "'><x xmlns='" MUCU "'><invite to='nurse@localhost'><reason>come</reason></invite></x></message>");
+    EXPECT("nurse@localhost", "<message from='" R "' to='nurse@localhost'><x xmlns='" MUCU "'>"
+                  "<invite from='juliet@localhost'><reason>come</reason></invite></x></message>");
+    EXPECT_END();
+    feed(m, NURSE, "<message to='" R "'><x xmlns='" MUCU "'><decline to='juliet@localhost'><reason>busy</reason></decline></x></message>");
+    EXPECT("juliet@localhost", "<message from='" R "' to='juliet@localhost'><x xmlns='" MUCU "'>"
+                  "<decline from='nurse@localhost'><reason>busy</reason></decline></x></message>");
+    EXPECT_END();
+    /* members-only: only the owner may invite, and the invitee becomes a member */
+    feed(m, ROMEO, "<iq id='jm' to='" R "' type='set'><query xmlns='http://jabber.org/protocol/muc#admin'><item affiliation='member' jid='juliet@localhost'/></query></iq>");
+    EXPECT_HAS(ROMEO, "from='" R "/Juliet'", "affiliation='member' role='participant'");
+    EXPECT_HAS(JULIET, "from='" R "/Juliet'", "affiliation='member' role='participant'", "<status code='110'/>");
+    EXPECT_HAS(ROMEO, "type='result'");
+    EXPECT_END();
+    feed(m, ROMEO, CONFIG_SET("mo", "<field var='muc#roomconfig_membersonly'><value>1</value></field>"
+                                    "<field var='muc#roomconfig_roomsecret'><value>pw</value></field>"));
+    clear_recs();
+    feed(m, ROMEO, "<message to='" R "'><x xmlns='" MUCU "'><invite to='nurse@localhost'/></x></message>");
+    EXPECT("nurse@localhost", "<message from='" R "' to='nurse@localhost'><x xmlns='" MUCU "'>"
+                  "<invite from='romeo@localhost'/><password>pw</password></x></message>");
+    EXPECT_END();
+    feed(m, ROMEO, "<iq id='ml' to='" R "' type='get'><query xmlns='http://jabber.org/protocol/muc#admin'><item affiliation='member'/></query></iq>");
+    EXPECT_HAS(ROMEO, "<item affiliation='member' jid='nurse@localhost'/>");
+    EXPECT_END();
+    feed(m, NURSE, "<presence to='" R "/Nurse'><x xmlns='http://jabber.org/protocol/muc'><password>pw</password></x></presence>");
+    EXPECT_HAS(NURSE, "from='" R "/Romeo'");
+    EXPECT_HAS(NURSE, "from='" R "/Juliet'");
+    EXPECT_HAS(NURSE, "from='" R "/Nurse'", "affiliation='member' role='participant'");
+    EXPECT_HAS(NURSE, "<subject/>");
+    EXPECT_HAS(ROMEO, "from='" R "/Nurse'");
+    EXPECT_HAS(JULIET, "from='" R "/Nurse'");
+    EXPECT_END();
+    /* a member (no allowinvites) may not invite */
+    feed(m, NURSE, "<message to='" R "'><x xmlns='" MUCU "'><invite to='friar@localhost'/></x></message>");
+    EXPECT_HAS(NURSE, "type='error'", "<forbidden");
+    EXPECT_END();
+    /* affiliation none in a members-only room: 321 */
+    feed(m, ROMEO, "<iq id='n' to='" R "' type='set'><query xmlns='http://jabber.org/protocol/muc#admin'><item affiliation='none' nick='Nurse'/></query></iq>");
+    EXPECT_HAS(ROMEO, "from='" R "/Nurse' type='unavailable'", "<item jid='" NURSE "' affiliation='none' role='none'><actor nick='Romeo'/></item><status code='321'/>");
+    EXPECT_HAS(JULIET, "from='" R "/Nurse' type='unavailable'", "<status code='321'/>");
+    EXPECT_HAS(NURSE, "from='" R "/Nurse' type='unavailable'", "<status code='321'/><status code='110'/>");
+    EXPECT_HAS(ROMEO, "type='result'");
+    EXPECT_END();
+    /* nick registration */
+    feed(m, ROMEO, "<iq id='r' to='" R "' type='get'><query xmlns='jabber:iq:register'/></iq>");
+    EXPECT_HAS(ROMEO, "<field var='muc#register_roomnick' type='text-single' label='Nickname'><required/></field>");
+    EXPECT_END();
+    feed(m, ROMEO, "<iq id='r' to='" R "' type='set'><query xmlns='jabber:iq:register'><x xmlns='jabber:x:data' type='submit'>"
+                   "<field var='FORM_TYPE'><value>http://jabber.org/protocol/muc#register</value></field>"
+                   "<field var='muc#register_roomnick'><value>Romeo</value></field></x></query></iq>");
+    EXPECT(ROMEO, "<iq from='" R "' id='r' type='result' to='" ROMEO "'/>");
+    EXPECT_END();
+    feed(m, ROMEO, "<iq id='u' to='" R "' type='get'><query xmlns='http://jabber.org/protocol/disco#info' node='x-roomuser-item'/></iq>");
+    EXPECT(ROMEO, "<iq from='" R "' id='u' type='result' to='" ROMEO "'><query xmlns='http://jabber.org/protocol/disco#info' node='x-roomuser-item'>"
+                  "<identity category='conference' name='Romeo' type='text'/></query></iq>");
+    EXPECT_END();
+    /* iq between occupants is forwarded and the answer routed back */
+    feed(m, ROMEO, "<iq id='v1' to='" R "/Juliet' type='get'><query xmlns='jabber:iq:version'/></iq>");
+    EXPECT(JULIET, "<iq id='muc1' type='get' from='" R "/Romeo' to='" JULIET "'><query xmlns='jabber:iq:version'/></iq>");
+    EXPECT_END();
+    feed(m, JULIET, "<iq id='muc1' to='" R "/Romeo' type='result'><query xmlns='jabber:iq:version'><name>x</name></query></iq>");
+    EXPECT(ROMEO, "<iq id='v1' type='result' from='" R "/Juliet' to='" ROMEO "'><query xmlns='jabber:iq:version'><name>x</name></query></iq>");
+    EXPECT_END();
+    /* destroy */
+    feed(m, JULIET, "<iq id='x' to='" R "' type='set'><query xmlns='http://jabber.org/protocol/muc#owner'><destroy/></query></iq>");
+    EXPECT_HAS(JULIET, "type='error'", "<forbidden");
+    EXPECT_END();
+    feed(m, ROMEO, "<iq id='x' to='" R "' type='set'><query xmlns='http://jabber.org/protocol/muc#owner'>"
+                   "<destroy jid='other@conference.localhost'><reason>moving</reason></destroy></query></iq>");
+    EXPECT(ROMEO, "<presence from='" R "/Romeo' type='unavailable' to='" ROMEO "'>" XUSER "<item affiliation='none' role='none'/>"
+                  "<destroy jid='other@conference.localhost'><reason>moving</reason></destroy></x></presence>");
+    EXPECT(JULIET, "<presence from='" R "/Juliet' type='unavailable' to='" JULIET "'>" XUSER "<item affiliation='none' role='none'/>"
+                   "<destroy jid='other@conference.localhost'><reason>moving</reason></destroy></x></presence>");
+    EXPECT(ROMEO, "<iq from='" R "' id='x' type='result' to='" ROMEO "'/>");
+    EXPECT_END();
+    CHECK_INT(0, muc_room_count(m));
+    muc_service_free(m);
+}
+
+static void test_persistence(void)
+{
+    muc_service *m = service(1);
+    create_room_with_juliet(m);
+    feed(m, ROMEO, CONFIG_SET("p", "<field var='muc#roomconfig_persistentroom'><value>1</value></field>"
+                                   "<field var='muc#roomconfig_roomdesc'><value>a room with spaces %-\n</value></field>"
+                                   "<field var='muc#roomconfig_roomsecret'><value>-</value></field>"
+                                   "<field var='muc#roomconfig_moderatedroom'><value>1</value></field>"));
+    feed(m, ROMEO, "<message to='" R "' type='groupchat'><subject>Persist me</subject></message>");
+    feed(m, ROMEO, "<iq id='a' to='" R "' type='set'><query xmlns='http://jabber.org/protocol/muc#admin'>"
+                   "<item affiliation='member' jid='juliet@localhost'/><item affiliation='outcast' jid='tybalt@localhost'/></query></iq>");
+    char path[256];
+    snprintf(path, sizeof path, "%s/rooms/room.room", data_dir);
+    CHECK(access(path, F_OK) == 0, "%s missing", path);
+    muc_service_free(m);
+    clear_recs();
+
+    m = service(1);
+    CHECK_INT(1, muc_room_count(m));
+    feed(m, ROMEO, "<iq id='g' to='" R "' type='get'><query xmlns='http://jabber.org/protocol/muc#owner'/></iq>");
+    EXPECT_HAS(ROMEO, "<value>a room with spaces %-\n</value>", "<field var='muc#roomconfig_roomsecret' type='text-private' label='Password'><value>-</value>",
+               "<field var='muc#roomconfig_persistentroom' type='boolean' label='Persistent'><value>1</value>",
+               "<field var='muc#roomconfig_moderatedroom' type='boolean' label='Moderated'><value>1</value>");
+    EXPECT_END();
+    feed(m, "tybalt@localhost/t", JOIN("tybalt@localhost/t", "Tybalt"));
+    EXPECT_HAS("tybalt@localhost/t", "type='error'", "<forbidden");
+    EXPECT_END();
+    feed(m, JULIET, "<presence to='" R "/Juliet'><x xmlns='http://jabber.org/protocol/muc'><password>-</password></x></presence>");
+    EXPECT_HAS(JULIET, "from='" R "/Juliet'", "affiliation='member' role='participant'");
+    EXPECT(JULIET, "<message type='groupchat' from='" R "/Romeo' to='" JULIET "'><subject>Persist me</subject></message>");
+    EXPECT_END();
+    /* the persistent room stays when empty, and goes when destroyed */
+    feed(m, JULIET, "<presence type='unavailable' to='" R "/Juliet'/>");
+    CHECK_INT(1, muc_room_count(m));
+    CHECK_INT(0, muc_service_flush(m));
+    feed(m, ROMEO, "<iq id='x' to='" R "' type='set'><query xmlns='http://jabber.org/protocol/muc#owner'><destroy/></query></iq>");
+    EXPECT(ROMEO, "<iq from='" R "' id='x' type='result' to='" ROMEO "'/>");
+    CHECK_INT(0, muc_room_count(m));
+    CHECK(access(path, F_OK) != 0, "%s still there", path);
+    muc_service_free(m);
+
+    /* a corrupt file names the file and line */
+    store_write_atomic(path, "couplet-room 1\nname room\nbogus 1\nend\n", 38);
+    muc_config cfg = { .domain = "conference.localhost", .server_domain = "localhost", .data_dir = data_dir,
+                       .max_history = 20 };
+    muc_host host = { NULL, fake_deliver, fake_is_admin };
+    char err[512] = "";
+    m = muc_service_new(&cfg, &host, err, sizeof err);
+    CHECK(m == NULL, "corrupt file accepted");
+    CHECK(strstr(err, "room.room:3: unknown key") != NULL, "err: %s", err);
+    muc_service_free(m);
+    unlink(path);
+}
+
 int main(int argc, char **argv)
 {
     verbose = argc > 1;
@@ -246,6 +801,14 @@ int main(int argc, char **argv)
     if (!mkdtemp(data_dir)) { perror("mkdtemp"); return 1; }
     in_arena = xml_arena_new();
     test_create_and_join();
+    test_password();
+    test_join_errors();
+    test_messages();
+    test_nick_and_sessions();
+    test_history_params();
+    test_config_form();
+    test_invites_and_destroy();
+    test_persistence();
     clear_recs();
     xml_arena_free(in_arena);
     rm_rf(data_dir);

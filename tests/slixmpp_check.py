@@ -1,0 +1,152 @@
+#!/usr/bin/python3
+"""slixmpp_check.py - Couplet as a real client library sees it: Debian's python3-slixmpp logs two accounts in
+over STARTTLS with SCRAM-SHA-1 against the self-signed certificate, exchanges messages, pings the server, and
+uses a password-protected room. Prints one line per check and "N passed, M failed".
+
+usage: slixmpp_check.py PATH_TO_COUPLET
+"""
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+
+import slixmpp
+
+passed = failed = 0
+
+
+def check(ok, what, got=""):
+    global passed, failed
+    if ok:
+        passed += 1
+        print("PASS " + what)
+    else:
+        failed += 1
+        print("FAIL %s: got %r" % (what, got))
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Bot(slixmpp.ClientXMPP):
+    def __init__(self, jid, password, mech):
+        super().__init__(jid, password, sasl_mech=mech)
+        self.ssl_context.check_hostname = False
+        self.ssl_context.verify_mode = ssl.CERT_NONE
+        self.inbox = asyncio.Queue()
+        self.mechanism = None
+        self.register_plugin("xep_0199")
+        self.register_plugin("xep_0030")
+        self.register_plugin("xep_0045")
+        self.add_event_handler("message", lambda m: self.inbox.put_nowait(m))
+        self.add_event_handler("groupchat_message", lambda m: None)
+        self.ready = asyncio.Event()
+        self.add_event_handler("session_start", self.on_start)
+        self.add_event_handler("auth_success", self.on_auth)
+
+    def on_auth(self, stanza):
+        self.mechanism = self["feature_mechanisms"].mech.name if self["feature_mechanisms"].mech else None
+
+    async def on_start(self, event):
+        self.send_presence()
+        self.ready.set()
+
+
+async def scenario(port):
+    romeo = Bot("romeo@localhost/orchard", "password", "SCRAM-SHA-1")
+    juliet = Bot("juliet@localhost/balcony", "password", "SCRAM-SHA-256")
+    for bot in (romeo, juliet):
+        bot["feature_mechanisms"].unencrypted_plain = False
+        bot.connect(("127.0.0.1", port))
+    try:
+        await asyncio.wait_for(asyncio.gather(romeo.ready.wait(), juliet.ready.wait()), 10)
+    except asyncio.TimeoutError:
+        check(False, "both clients log in over STARTTLS", "timeout")
+        return
+    tls = romeo.transport.get_extra_info("ssl_object") if romeo.transport else None
+    check(tls is not None and tls.version() in ("TLSv1.2", "TLSv1.3"), "the stream is encrypted with TLS 1.2+",
+          tls.version() if tls else None)
+    check(romeo.mechanism == "SCRAM-SHA-1", "romeo logged in with SCRAM-SHA-1", romeo.mechanism)
+    check(juliet.mechanism == "SCRAM-SHA-256", "juliet logged in with SCRAM-SHA-256", juliet.mechanism)
+    check(str(romeo.boundjid) == "romeo@localhost/orchard", "romeo bound his resource", str(romeo.boundjid))
+
+    romeo.send_message(mto="juliet@localhost/balcony", mbody="But soft, what light", mtype="chat")
+    try:
+        msg = await asyncio.wait_for(juliet.inbox.get(), 5)
+        check(msg["body"] == "But soft, what light" and str(msg["from"]) == "romeo@localhost/orchard",
+              "juliet receives romeo's message from his full JID", (msg["body"], str(msg["from"])))
+    except asyncio.TimeoutError:
+        check(False, "juliet receives romeo's message", "timeout")
+
+    juliet.send_message(mto="romeo@localhost", mbody="Wherefore art thou", mtype="chat")
+    try:
+        msg = await asyncio.wait_for(romeo.inbox.get(), 5)
+        check(msg["body"] == "Wherefore art thou", "romeo receives a message sent to his bare JID", msg["body"])
+    except asyncio.TimeoutError:
+        check(False, "romeo receives a message sent to his bare JID", "timeout")
+
+    try:
+        rtt = await romeo["xep_0199"].ping(jid="localhost", timeout=5)
+        check(rtt is not None, "the server answers a XEP-0199 ping")
+    except Exception as e:
+        check(False, "the server answers a XEP-0199 ping", e)
+
+    try:
+        info = await romeo["xep_0030"].get_info(jid="localhost", timeout=5)
+        feats = info["disco_info"]["features"]
+        check("urn:xmpp:ping" in feats, "disco#info on the server lists ping", feats)
+    except Exception as e:
+        check(False, "disco#info on the server", e)
+
+    for bot in (romeo, juliet):
+        bot.disconnect()
+    await asyncio.sleep(0.5)
+
+
+def main():
+    couplet = os.path.abspath(sys.argv[1])
+    tmp = tempfile.mkdtemp(prefix="couplet-slixmpp-")
+    port = free_port()
+    conf = os.path.join(tmp, "couplet.conf")
+    with open(conf, "w") as f:
+        f.write("c2s_port = %d\nc2s_tls_port = 0\ndata_dir = %s/data\nlog_level = warn\n" % (port, tmp))
+    for user in ("romeo", "juliet"):
+        subprocess.run([couplet, "-c", conf, "adduser", user + "@localhost"], input=b"password\n", check=True)
+    log = open(os.path.join(tmp, "server.log"), "w")
+    server = subprocess.Popen([couplet, "-c", conf], stderr=log)
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        asyncio.run(asyncio.wait_for(scenario(port), 40))
+    except asyncio.TimeoutError:
+        check(False, "the slixmpp scenario finishes in time", "timeout")
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            code = server.wait(5)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            code = "killed"
+        check(code == 0, "the server exits 0 after SIGTERM", code)
+        shutil.rmtree(tmp, ignore_errors=True)
+    print("%d passed, %d failed" % (passed, failed))
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,972 @@
+/* test_net_epoll.c - the event loop against real loopback sockets: the loop runs in this process, each
+ * scenario's client is a forked child doing plain blocking I/O (or blocking OpenSSL) and reporting
+ * through its exit status. Every child has an alarm; the whole suite has one too. */
+#include "net_epoll.h"
+#include "config.h"
+#include "check.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+/* ---- what the handlers saw ---- */
+
+static struct {
+    net_loop *l;
+    int opens, closes, signo, overflows, timers, refuse, want_closes;
+    int tag;
+    size_t data_bytes, plain_bytes, tls_bytes;
+    size_t mem_open, mem_busy, mem_close, mem_max;
+    char reason[200], peer[64];
+    net_conn *conn, *conns[32];
+    int pipe_fd, marker_seen;                   /* defer_accept: the child's "sent" marker */
+    int closes_inside_close, write_after_close; /* net_conn_close must not call on_close */
+    int starttls_rc, final_write, writes;
+    time_t base, fired_at[64];
+    int fired[64], nfired, want_fires;
+} T;
+
+static void reset(void)
+{
+    memset(&T, 0, sizeof T);
+    T.pipe_fd = -1;
+    T.want_closes = 1;
+    T.write_after_close = 99;
+    T.starttls_rc = 99;
+    T.final_write = 99;
+}
+
+static void *h_open(void *ud, net_conn *c, int tag)
+{
+    T.opens++;
+    T.tag = tag;
+    T.conn = c;
+    if (T.opens <= 32)
+        T.conns[T.opens - 1] = c;
+    T.mem_open = net_conn_memory(c);
+    snprintf(T.peer, sizeof T.peer, "%s", net_conn_peer(c));
+    if (T.pipe_fd >= 0) {
+        char b;
+        T.marker_seen = read(T.pipe_fd, &b, 1) == 1;
+    }
+    if (T.refuse) {
+        net_loop_stop(T.l);
+        return NULL;
+    }
+    return &T;
+}
+
+static void h_close(void *ud, net_conn *c, const char *reason)
+{
+    CHECK(ud == &T, "on_close gets the connection's ud");
+    T.closes++;
+    snprintf(T.reason, sizeof T.reason, "%s", reason);
+    T.mem_close = net_conn_memory(c);
+    if (T.closes >= T.want_closes)
+        net_loop_stop(T.l);
+}
+
+static void h_echo(void *ud, net_conn *c, const char *d, size_t n)
+{
+    T.data_bytes += n;
+    if (net_conn_is_tls(c))
+        T.tls_bytes += n;
+    else
+        T.plain_bytes += n;
+    CHECK_INT(0, net_conn_write(c, d, n));
+    size_t m = net_conn_memory(c);
+    if (m > T.mem_busy)
+        T.mem_busy = m;
+}
+
+static net_loop *loop_new(net_handlers *h, size_t max_output, int max_conns)
+{
+    h->ud = &T;
+    net_options o = { max_output, max_conns };
+    T.l = net_loop_new(h, &o);
+    CHECK(T.l != NULL, "net_loop_new");
+    return T.l;
+}
+
+/* ---- client side (children) ---- */
+
+static int free_port(int family)
+{
+    int fd = socket(family, SOCK_STREAM, 0), port = -1;
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    memset(&ss, 0, sizeof ss);
+    ss.ss_family = (sa_family_t)family;
+    if (family == AF_INET)
+        ((struct sockaddr_in *)&ss)->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    else
+        ((struct sockaddr_in6 *)&ss)->sin6_addr = in6addr_loopback;
+    if (fd >= 0 && bind(fd, (struct sockaddr *)&ss, family == AF_INET ? sizeof(struct sockaddr_in)
+                                                  : sizeof(struct sockaddr_in6)) == 0 &&
+        getsockname(fd, (struct sockaddr *)&ss, &len) == 0)
+        port = ntohs(family == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port
+                                       : ((struct sockaddr_in6 *)&ss)->sin6_port);
+    if (fd >= 0)
+        close(fd);
+    return port;
+}
+
+static int connect_to(int family, int port, int rcvbuf)
+{
+    int fd = socket(family, SOCK_STREAM, 0);
+    if (fd < 0)
+        return -1;
+    if (rcvbuf > 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    socklen_t len;
+    if (family == AF_INET) {
+        struct sockaddr_in *s = (struct sockaddr_in *)&ss;
+        s->sin_family = AF_INET;
+        s->sin_port = htons((uint16_t)port);
+        s->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        len = sizeof *s;
+    } else {
+        struct sockaddr_in6 *s = (struct sockaddr_in6 *)&ss;
+        s->sin6_family = AF_INET6;
+        s->sin6_port = htons((uint16_t)port);
+        s->sin6_addr = in6addr_loopback;
+        len = sizeof *s;
+    }
+    if (connect(fd, (struct sockaddr *)&ss, len) < 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static int send_all(int fd, const void *p, size_t n)
+{
+    const char *s = p;
+    while (n > 0) {
+        ssize_t w = send(fd, s, n, MSG_NOSIGNAL);
+        if (w <= 0)
+            return -1;
+        s += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+static int recv_exact(int fd, void *p, size_t n)
+{
+    char *s = p;
+    while (n > 0) {
+        ssize_t r = recv(fd, s, n, 0);
+        if (r <= 0)
+            return -1;
+        s += r;
+        n -= (size_t)r;
+    }
+    return 0;
+}
+
+static void pause_ms(int ms)
+{
+    struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000 };
+    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+        ;
+}
+
+static pid_t spawn(int (*fn)(int port, int arg), int port, int arg)
+{
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        alarm(20);
+        _exit(fn(port, arg));
+    }
+    CHECK(pid > 0, "fork");
+    return pid;
+}
+
+static int child_status(pid_t pid)
+{
+    int st;
+    if (pid <= 0 || waitpid(pid, &st, 0) != pid)
+        return -1;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 100 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+}
+
+/* ---- plain scenarios ---- */
+
+static int child_echo(int port, int family)
+{
+    char buf[16];
+    int fd = connect_to(family, port, 0);
+    if (fd < 0)
+        return 2;
+    if (send_all(fd, "hello", 5) || recv_exact(fd, buf, 5) || memcmp(buf, "hello", 5))
+        return 3;
+    if (send_all(fd, "world!!", 7) || recv_exact(fd, buf, 7) || memcmp(buf, "world!!", 7))
+        return 4;
+    close(fd);
+    return 0;
+}
+
+static void test_echo(int family, const char *addr)
+{
+    reset();
+    net_handlers h = { .on_open = h_open, .on_data = h_echo, .on_close = h_close };
+    net_loop *l = loop_new(&h, 0, 0);
+    int port = free_port(family);
+    CHECK_INT(0, net_listen(l, addr, port, 0, 0, 7));
+    pid_t pid = spawn(child_echo, port, family);
+    CHECK_INT(0, net_loop_run(l));
+    CHECK_INT(0, child_status(pid));
+    CHECK_INT(1, T.opens);
+    CHECK_INT(1, T.closes);
+    CHECK_INT(7, T.tag);
+    CHECK_INT(12, T.data_bytes);
+    CHECK_STR("peer closed", T.reason);
+    CHECK_STR(family == AF_INET ? "127.0.0.1" : "::1", T.peer);
+    CHECK(T.mem_open < 256, "idle connection holds %zu bytes", T.mem_open);
+    CHECK(T.mem_busy > T.mem_open, "queued output counted (%zu > %zu)", T.mem_busy, T.mem_open);
+    CHECK_INT(T.mem_open, T.mem_close);     /* the flushed queue was freed */
+    net_loop_free(l);
+}
+
+static void test_listen_errors(void)
+{
+    reset();
+    net_handlers h = { .on_open = h_open };
+    net_loop *l = loop_new(&h, 0, 0);
+    CHECK_INT(-1, net_listen(l, "not-an-address", 5222, 0, 0, 0));
+    CHECK_INT(-1, net_listen(l, "127.0.0.1", 70000, 0, 0, 0));
+    int port = free_port(AF_INET);
+    CHECK_INT(0, net_listen(l, "127.0.0.1", port, 0, 0, 0));
+    CHECK_INT(0, net_tls_available(l));
+    net_loop_free(l);
+}
+
+#define COALESCE_LINES 2000
+
+static void h_coalesce(void *ud, net_conn *c, const char *d, size_t n)
+{
+    char line[24];
+    for (int i = 0; i < COALESCE_LINES; i++) {
+        snprintf(line, sizeof line, "line %04d\n", i);
+        if (net_conn_write(c, line, 10) == 0)
+            T.writes++;
+    }
+    T.mem_busy = net_conn_memory(c);
+}
+
+static int child_coalesce(int port, int arg)
+{
+    static char buf[COALESCE_LINES * 10];
+    char want[24];
+    int fd = connect_to(AF_INET, port, 0);
+    if (fd < 0 || send_all(fd, "go", 2) || recv_exact(fd, buf, sizeof buf))
+        return 2;
+    for (int i = 0; i < COALESCE_LINES; i++) {
+        snprintf(want, sizeof want, "line %04d\n", i);
+        if (memcmp(buf + i * 10, want, 10) != 0)
+            return 3;
+    }
+    close(fd);
+    return 0;
+}
+
+static void test_coalesce(void)
+{
+    reset();
+    net_handlers h = { .on_open = h_open, .on_data = h_coalesce, .on_close = h_close };
+    net_loop *l = loop_new(&h, 0, 0);
+    int port = free_port(AF_INET);
+    CHECK_INT(0, net_listen(l, "127.0.0.1", port, 0, 0, 0));
+    pid_t pid = spawn(child_coalesce, port, 0);
+    CHECK_INT(0, net_loop_run(l));
+    CHECK_INT(0, child_status(pid));
+    CHECK_INT(COALESCE_LINES, T.writes);
+    /* all of them sat in the queue together: one flush at the end of the turn */
+    CHECK(T.mem_busy >= COALESCE_LINES * 10, "queue held %zu bytes", T.mem_busy);
+    CHECK_INT(1, T.closes);
+    net_loop_free(l);
+}
+
+static int defer_pipe[2];
+
+static int child_defer(int port, int arg)
+{
+    char buf[4];
+    close(defer_pipe[0]);
+    int fd = connect_to(AF_INET, port, 0);
+    if (fd < 0)
+        return 2;
+    pause_ms(300);                          /* connected, silent: the server must not see it */
+    if (write(defer_pipe[1], "s", 1) != 1)
+        return 3;
+    if (send_all(fd, "ping", 4) || recv_exact(fd, buf, 4) || memcmp(buf, "ping", 4))
+        return 4;
+    close(fd);
+    return 0;
+}
+
+static void test_defer_accept(void)
+{
+    reset();
+    net_handlers h = { .on_open = h_open, .on_data = h_echo, .on_close = h_close };
+    net_loop *l = loop_new(&h, 0, 0);
+    int port = free_port(AF_INET);
+    CHECK_INT(0, net_listen(l, "127.0.0.1", port, 0, 1, 0));
+    CHECK_INT(0, pipe(defer_pipe));
+    pid_t pid = spawn(child_defer, port, 0);
+    close(defer_pipe[1]);
+    T.pipe_fd = defer_pipe[0];
+    fcntl(T.pipe_fd, F_SETFL, O_NONBLOCK);
+    CHECK_INT(0, net_loop_run(l));
+    CHECK_INT(0, child_status(pid));
+    CHECK_INT(1, T.opens);
+    CHECK(T.marker_seen, "on_open came only after the client sent its first bytes");
+    CHECK_INT(4, T.data_bytes);
+    CHECK_INT(1, T.closes);
+    close(defer_pipe[0]);
+    net_loop_free(l);
+}
+
+static int child_reset(int port, int arg)
+{
+    char b;
+    int fd = connect_to(AF_INET, port, 0);
+    if (fd < 0 || send_all(fd, "x", 1) || recv_exact(fd, &b, 1))
+        return 2;
+    struct linger lg = { 1, 0 };            /* close with RST */
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    close(fd);
+    return 0;
+}
+
+static void test_peer_reset(void)
+{
+    reset();
+    net_handlers h = { .on_open = h_open, .on_data = h_echo, .on_close = h_close };
+    net_loop *l = loop_new(&h, 0, 0);
+    int port = free_port(AF_INET);
+    CHECK_INT(0, net_listen(l, "127.0.0.1", port, 0, 0, 0));
+    pid_t pid = spawn(child_reset, port, 0);
+    CHECK_INT(0, net_loop_run(l));
+    CHECK_INT(0, child_status(pid));
+    CHECK_INT(1, T.closes);
+    CHECK(T.reason[0] != '\0', "a reason is given");
+    net_loop_free(l);
+}
+
+#define CLOSE_BYTES 300000
+
+static void h_close_after_write(void *ud, net_conn *c, const char *d, size_t n)
+{
+    char chunk[1000];
+    for (size_t off = 0; off < CLOSE_BYTES; off += sizeof chunk) {
+        for (size_t i = 0; i < sizeof chunk; i++)
+            chunk[i] = (char)((off + i) % 251);
+        CHECK_INT(0, net_conn_write(c, chunk, sizeof chunk));
+    }
+    net_conn_close(c);
+    net_conn_close(c);                      /* twice is harmless */
+    T.closes_inside_close = T.closes;
+    T.write_after_close = net_conn_write(c, "x", 1);
+    net_conn_set_timer(c, 0);               /* ignored: a closing connection keeps its grace timer */
+}
+
+static int child_read_all(int port, int arg)
+{
+    static char buf[CLOSE_BYTES + 16];
+    size_t got = 0;
+    int fd = connect_to(AF_INET, port, 8192);
+    if (fd < 0 || send_all(fd, "bye", 3))
+        return 2;
+    pause_ms(100);                          /* let the server's first flush hit a full socket */
+    for (;;) {
+        ssize_t r = recv(fd, buf + got, sizeof buf - got, 0);
+        if (r < 0)
+            return 3;
+        if (r == 0)
+            break;
+        got += (size_t)r;
+    }
+    if (got != CLOSE_BYTES)
+        return 4;
+    for (size_t i = 0; i < got; i++)
+        if (buf[i] != (char)(i % 251))
+            return 5;
+    close(fd);
+    return 0;
+}
+
+static void test_close_flushes(void)
+{
+    reset();
+    net_handlers h = { .on_open = h_open, .on_data = h_close_after_write, .on_close = h_close };
+    net_loop *l = loop_new(&h, 0, 0);
+    int port = free_port(AF_INET);
+    CHECK_INT(0, net_listen(l, "127.0.0.1", port, 0, 0, 0));
+    pid_t pid = spawn(child_read_all, port, 0);
+    CHECK_INT(0, net_loop_run(l));
+    CHECK_INT(0, child_status(pid));        /* every byte arrived, then EOF */
+    CHECK_INT(1, T.closes);
+    CHECK_INT(0, T.closes_inside_close);
+    CHECK_INT(-1, T.write_after_close);
+    CHECK_STR("closed", T.reason);
+    net_loop_free(l);
+}
+
+#define OVERFLOW_MAX 65536
+
+static int hold_pipe[2];
+
+static void h_overflow_start(void *ud, net_conn *c, const char *d, size_t n)
+{
+    net_conn_set_timer(c, 0);
+}
+
+static void h_overflow_timer(void *ud, net_conn *c, time_t now)
+{
+    static char chunk[16384];
+    memset(chunk, 'o', sizeof chunk);
+    T.timers++;
+    if (net_conn_write(c, chunk, sizeof chunk) == 0) {
+        T.writes++;
+        net_conn_set_timer(c, 0);           /* one chunk per loop turn until the peer is cut off */
+    }
+    size_t m = net_conn_memory(c);
+    if (m > T.mem_max)
+        T.mem_max = m;
+}
+
+static void h_overflow(void *ud, net_conn *c)
+{
+    T.overflows++;
+    T.final_write = net_conn_write(c, "<stream:error/>", 15);
+    size_t m = net_conn_memory(c);
+    if (m > T.mem_max)
+        T.mem_max = m;
+}
+
+static int child_never_reads(int port, int arg)
+{
+    char b;
+    close(hold_pipe[1]);
+    int fd = connect_to(AF_INET, port, 4096);
+    if (fd < 0 || send_all(fd, "go", 2))
+        return 2;
+    while (read(hold_pipe[0], &b, 1) > 0)   /* until the parent is done */
+        ;
+    close(fd);
+    return 0;
+}
+
+static void test_overflow(void)
+{
+    reset();
+    net_handlers h = { .on_open = h_open, .on_data = h_overflow_start, .on_close = h_close,
+                       .on_timer = h_overflow_timer, .on_overflow = h_overflow };
+    net_loop *l = loop_new(&h, OVERFLOW_MAX, 0);
+    int port = free_port(AF_INET);
+    CHECK_INT(0, net_listen(l, "127.0.0.1", port, 0, 0, 0));
+    CHECK_INT(0, pipe(hold_pipe));
+    pid_t pid = spawn(child_never_reads, port, 0);
+    close(hold_pipe[0]);
+    CHECK_INT(0, net_loop_run(l));
+    close(hold_pipe[1]);
+    CHECK_INT(0, child_status(pid));
+    CHECK_INT(1, T.overflows);
+    CHECK_INT(1, T.closes);
+    CHECK_STR("output overflow", T.reason);
+    CHECK_INT(0, T.final_write);
+    CHECK(T.writes >= OVERFLOW_MAX / 16384, "%d chunks were queued", T.writes);
+    CHECK(T.mem_max <= OVERFLOW_MAX + 4096 + 256, "memory stayed bounded: %zu", T.mem_max);
+    net_loop_free(l);
+}
+
+/* ---- timers ---- */
+
+#define TIMER_CONNS 12
+
+static int timer_plan(int i)        /* seconds, or -1 when disarmed again */
+{
+    if (i % 4 == 3)
+        return -1;
+    if (i % 5 == 1)
+        return (i + 1) % 3;         /* re-armed */
+    return i % 3;
+}
+
+static void *h_timer_open(void *ud, net_conn *c, int tag)
+{
+    void *r = h_open(ud, c, tag);
+    if (T.opens < TIMER_CONNS)
+        return r;
+    T.base = net_now(T.l);
+    for (int i = 0; i < TIMER_CONNS; i++)
+        net_conn_set_timer(T.conns[i], i % 3);
+    for (int i = 0; i < TIMER_CONNS; i++)
+        if (timer_plan(i) >= 0 && timer_plan(i) != i % 3)
+            net_conn_set_timer(T.conns[i], timer_plan(i));
+    for (int i = 0; i < TIMER_CONNS; i++)
+        if (timer_plan(i) < 0)
+            net_conn_set_timer(T.conns[i], -1);
+    T.want_fires = 1;               /* conn 0 re-arms itself once */
+    for (int i = 0; i < TIMER_CONNS; i++)
+        T.want_fires += timer_plan(i) >= 0;
+    return r;
+}
+
+static void h_timer(void *ud, net_conn *c, time_t now)
+{
+    int i = 0;
+    while (i < TIMER_CONNS && T.conns[i] != c)
+        i++;
+    CHECK(i < TIMER_CONNS, "on_timer for a known connection");
+    CHECK_INT(net_now(T.l), now);
+    if (T.nfired < 64) {
+        T.fired[T.nfired] = i;
+        T.fired_at[T.nfired] = now;
+    }
+    T.nfired++;
+    if (i == 0 && T.timers++ == 0)
+        net_conn_set_timer(c, 1);           /* re-arm from inside its own handler */
+    if (T.nfired == T.want_fires)
+        net_loop_stop(T.l);
+}
+
+static int child_many(int port, int n)
+{
+    char b;
+    int fds[TIMER_CONNS];
+    close(hold_pipe[1]);
+    for (int i = 0; i < n; i++)
+        if ((fds[i] = connect_to(AF_INET, port, 0)) < 0)
+            return 2;
+    while (read(hold_pipe[0], &b, 1) > 0)
+        ;
+    return 0;
+}
+
+static void test_timers(void)
+{
+    reset();
+    net_handlers h = { .on_open = h_timer_open, .on_close = h_close, .on_timer = h_timer };
+    net_loop *l = loop_new(&h, 0, 0);
+    int port = free_port(AF_INET);
+    CHECK_INT(0, net_listen(l, "127.0.0.1", port, 0, 0, 0));
+    CHECK_INT(0, pipe(hold_pipe));
+    pid_t pid = spawn(child_many, port, TIMER_CONNS);
+    close(hold_pipe[0]);
+    CHECK_INT(0, net_loop_run(l));
+    close(hold_pipe[1]);
+    CHECK_INT(0, child_status(pid));
+    CHECK_INT(TIMER_CONNS, T.opens);
+    CHECK_INT(T.want_fires, T.nfired);
+    int count[TIMER_CONNS] = { 0 }, prev_due = 0;
+    for (int k = 0; k < T.nfired && k < 64; k++) {
+        int i = T.fired[k];
+        count[i]++;
+        /* conn 0 re-armed itself for one second when it first fired */
+        int due = timer_plan(i);
+        if (i == 0 && count[i] == 2)
+            for (int j = 0; j < k; j++)
+                if (T.fired[j] == 0)
+                    due = (int)(T.fired_at[j] - T.base) + 1;
+        CHECK(due >= 0, "conn %d was disarmed but fired", i);
+        CHECK(T.fired_at[k] >= T.base + due, "conn %d fired at +%ld, due +%d", i,
+              (long)(T.fired_at[k] - T.base), due);
+        CHECK(prev_due <= due, "deadline order: +%d before conn %d (+%d)", prev_due, i, due);
+        prev_due = due;
+    }
+    for (int i = 0; i < TIMER_CONNS; i++)
+        CHECK_INT(timer_plan(i) < 0 ? 0 : (i == 0 ? 2 : 1), count[i]);
+    CHECK_INT(0, T.closes);
+    net_loop_free(l);               /* closes the child's connections without handlers */
+}
+
+/* ---- stop, signals, limits ---- */
+
+#define STOP_BYTES 200000
+
+static void h_stop_after_write(void *ud, net_conn *c, const char *d, size_t n)
+{
+    char chunk[1000];
+    memset(chunk, 's', sizeof chunk);
+    for (int i = 0; i < STOP_BYTES / 1000; i++)
+        CHECK_INT(0, net_conn_write(c, chunk, sizeof chunk));
+    net_loop_stop(T.l);
+    net_loop_stop(T.l);
+}
+
+static int child_slow_reader(int port, int arg)
+{
+    static char buf[STOP_BYTES];
+    int fd = connect_to(AF_INET, port, 8192);
+    if (fd < 0 || send_all(fd, "x", 1))
+        return 2;
+    pause_ms(200);
+    if (recv_exact(fd, buf, sizeof buf))
+        return 3;
+    for (size_t i = 0; i < sizeof buf; i++)
+        if (buf[i] != 's')
+            return 4;
+    close(fd);
+    return 0;
+}
+
+static void test_stop_flushes(void)
+{
+    reset();
+    net_handlers h = { .on_open = h_open, .on_data = h_stop_after_write, .on_close = h_close };
+    net_loop *l = loop_new(&h, 0, 0);
+    int port = free_port(AF_INET);
+    CHECK_INT(0, net_listen(l, "127.0.0.1", port, 0, 0, 0));
+    pid_t pid = spawn(child_slow_reader, port, 0);
+    CHECK_INT(0, net_loop_run(l));
+    CHECK(T.conn != NULL && net_conn_memory(T.conn) == T.mem_open, "queue empty when run returned");
+    CHECK_INT(0, child_status(pid));
+    CHECK_INT(0, T.closes);
+    net_loop_free(l);
+}
+
+static void h_signal(void *ud, int signo)
+{
+    CHECK(ud == &T, "on_signal gets the loop's ud");
+    T.signo = signo;
+    net_loop_stop(T.l);
+}
+
+static void test_signal(int signo)
+{
+    reset();
+    net_handlers h = { .on_signal = h_signal };
+    net_loop *l = loop_new(&h, 0, 0);
+    CHECK_INT(0, kill(getpid(), signo));
+    CHECK_INT(0, net_loop_run(l));
+    CHECK_INT(signo, T.signo);
+    net_loop_free(l);
+}
+
+static int child_two(int port, int arg)
+{
+    char b;
+    int a = connect_to(AF_INET, port, 0);
+    if (a < 0 || send_all(a, "a", 1) || recv_exact(a, &b, 1) || b != 'a')
+        return 2;
+    int c = connect_to(AF_INET, port, 0);
+    if (c < 0)
+        return 3;
+    send(c, "b", 1, MSG_NOSIGNAL);
+    if (recv(c, &b, 1, 0) > 0)              /* refused: EOF or reset, never an echo */
+        return 4;
+    if (send_all(a, "c", 1) || recv_exact(a, &b, 1) || b != 'c')
+        return 5;
+    close(c);
+    close(a);
+    return 0;
+}
+
+static void test_max_connections(void)
+{
+    reset();
+    net_handlers h = { .on_open = h_open, .on_data = h_echo, .on_close = h_close };
+    net_loop *l = loop_new(&h, 0, 1);
+    int port = free_port(AF_INET);
+    CHECK_INT(0, net_listen(l, "127.0.0.1", port, 0, 0, 0));
+    pid_t pid = spawn(child_two, port, 0);
+    CHECK_INT(0, net_loop_run(l));
+    CHECK_INT(0, child_status(pid));
+    CHECK_INT(1, T.opens);
+    CHECK_INT(1, T.closes);
+    CHECK_INT(2, T.data_bytes);
+    net_loop_free(l);
+}
+
+static int child_refused(int port, int arg)
+{
+    char b;
+    int fd = connect_to(AF_INET, port, 0);
+    if (fd < 0)
+        return 2;
+    send(fd, "x", 1, MSG_NOSIGNAL);
+    return recv(fd, &b, 1, 0) > 0 ? 3 : 0;
+}
+
+static void test_refuse(void)
+{
+    reset();
+    T.refuse = 1;
+    net_handlers h = { .on_open = h_open, .on_data = h_echo, .on_close = h_close };
+    net_loop *l = loop_new(&h, 0, 0);
+    int port = free_port(AF_INET);
+    CHECK_INT(0, net_listen(l, "127.0.0.1", port, 0, 0, 0));
+    pid_t pid = spawn(child_refused, port, 0);
+    CHECK_INT(0, net_loop_run(l));
+    CHECK_INT(0, child_status(pid));
+    CHECK_INT(1, T.opens);
+    CHECK_INT(0, T.closes);
+    CHECK_INT(0, T.data_bytes);
+    net_loop_free(l);
+}
+
+/* ---- TLS ---- */
+
+static char tls_dir[64];
+static const char *const tls_names[] = { "example.test", "conference.example.test", NULL };
+
+static int read_file(const char *path, char *buf, size_t cap)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    size_t n = fread(buf, 1, cap - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    return (int)n;
+}
+
+static void check_generated_cert(const char *cert_path)
+{
+    FILE *f = fopen(cert_path, "r");
+    CHECK(f != NULL, "%s exists", cert_path);
+    if (!f)
+        return;
+    X509 *x = PEM_read_X509(f, NULL, NULL, NULL);
+    fclose(f);
+    CHECK(x != NULL, "certificate parses");
+    if (!x)
+        return;
+    char buf[128] = "";
+    EVP_PKEY *pk = X509_get0_pubkey(x);
+    CHECK_INT(EVP_PKEY_EC, EVP_PKEY_get_base_id(pk));
+    size_t glen = 0;
+    CHECK_INT(1, EVP_PKEY_get_group_name(pk, buf, sizeof buf, &glen));
+    CHECK_STR("prime256v1", buf);
+    CHECK_INT(1, X509_verify(x, pk));
+    CHECK_INT(NID_ecdsa_with_SHA256, X509_get_signature_nid(x));
+    CHECK_INT(2, X509_get_version(x));
+    X509_NAME_get_text_by_NID(X509_get_subject_name(x), NID_commonName, buf, sizeof buf);
+    CHECK_STR("example.test", buf);
+    GENERAL_NAMES *gens = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
+    CHECK_INT(2, gens ? sk_GENERAL_NAME_num(gens) : -1);
+    for (int i = 0; gens && i < sk_GENERAL_NAME_num(gens) && i < 2; i++) {
+        int type;
+        ASN1_STRING *s = GENERAL_NAME_get0_value(sk_GENERAL_NAME_value(gens, i), &type);
+        CHECK_INT(GEN_DNS, type);
+        CHECK_STR(tls_names[i], (const char *)ASN1_STRING_get0_data(s));
+    }
+    GENERAL_NAMES_free(gens);
+    CHECK_INT(1, X509_check_host(x, "conference.example.test", 0, 0, NULL));
+    CHECK_INT(0, X509_get_extension_flags(x) & EXFLAG_CA);
+    CHECK(X509_get_key_usage(x) & KU_DIGITAL_SIGNATURE, "keyUsage digitalSignature");
+    CHECK(X509_get_extended_key_usage(x) & XKU_SSL_SERVER, "extendedKeyUsage serverAuth");
+    int days = 0, secs = 0;
+    CHECK_INT(1, ASN1_TIME_diff(&days, &secs, NULL, X509_get0_notAfter(x)));
+    CHECK(days >= 3649, "valid for about ten years (%d days)", days);
+    X509_free(x);
+}
+
+static void test_tls_setup(void)
+{
+    char cert[128], key[128], cert2[128], key2[128], dir2[64], before[4096], after[4096];
+    reset();
+    net_handlers h = { 0 };
+    net_loop *l = loop_new(&h, 0, 0);
+    snprintf(tls_dir, sizeof tls_dir, "/tmp/couplet-net-XXXXXX");
+    CHECK(mkdtemp(tls_dir) != NULL, "mkdtemp");
+    CHECK_INT(0, net_tls_setup(l, "", "", tls_dir, tls_names));
+    CHECK_INT(1, net_tls_available(l));
+    snprintf(cert, sizeof cert, "%s/cert.pem", tls_dir);
+    snprintf(key, sizeof key, "%s/key.pem", tls_dir);
+    struct stat st;
+    CHECK_INT(0, stat(key, &st));
+    CHECK_INT(0600, st.st_mode & 0777);
+    check_generated_cert(cert);
+    net_loop_free(l);
+
+    /* existing files are loaded, not regenerated */
+    l = loop_new(&h, 0, 0);
+    CHECK(read_file(cert, before, sizeof before) > 0, "read cert");
+    CHECK_INT(0, net_tls_setup(l, NULL, NULL, tls_dir, tls_names));
+    CHECK(read_file(cert, after, sizeof after) > 0, "read cert");
+    CHECK_STR(before, after);
+    CHECK_INT(0, net_tls_setup(l, cert, key, NULL, NULL));
+
+    /* a key that does not belong to the certificate, and missing files, are refused */
+    snprintf(dir2, sizeof dir2, "/tmp/couplet-net-XXXXXX");
+    CHECK(mkdtemp(dir2) != NULL, "mkdtemp");
+    net_loop *l2 = loop_new(&h, 0, 0);
+    CHECK_INT(0, net_tls_setup(l2, "", "", dir2, NULL));
+    net_loop_free(l2);
+    T.l = l;
+    snprintf(cert2, sizeof cert2, "%s/cert.pem", dir2);
+    snprintf(key2, sizeof key2, "%s/key.pem", dir2);
+    CHECK_INT(-1, net_tls_setup(l, cert, key2, NULL, NULL));
+    CHECK_INT(-1, net_tls_setup(l, "/nonexistent/cert.pem", key, NULL, NULL));
+    CHECK_INT(-1, net_tls_setup(l, cert, "", NULL, NULL));
+    CHECK_INT(1, net_tls_available(l));     /* the good context stays */
+    unlink(cert2);
+    unlink(key2);
+    rmdir(dir2);
+    net_loop_free(l);
+}
+
+#define TLS_BULK 100000
+
+static int ssl_read_exact(SSL *s, char *buf, size_t n)
+{
+    while (n > 0) {
+        int r = SSL_read(s, buf, n > 16384 ? 16384 : (int)n);
+        if (r <= 0)
+            return -1;
+        buf += r;
+        n -= (size_t)r;
+    }
+    return 0;
+}
+
+/* arg: 1 = STARTTLS first */
+static int child_tls(int port, int starttls)
+{
+    static char bulk[TLS_BULK], back[TLS_BULK];
+    char buf[16];
+    int fd = connect_to(AF_INET, port, 0);
+    if (fd < 0)
+        return 2;
+    if (starttls && (send_all(fd, "<starttls/>", 11) || recv_exact(fd, buf, 10) ||
+                     memcmp(buf, "<proceed/>", 10)))
+        return 3;
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    SSL *s = ctx ? SSL_new(ctx) : NULL;
+    if (!s || !SSL_set_fd(s, fd) || !SSL_set_tlsext_host_name(s, "example.test"))
+        return 4;
+    if (SSL_connect(s) != 1)
+        return 5;
+    if (SSL_write(s, "hello tls", 9) != 9 || ssl_read_exact(s, buf, 9) || memcmp(buf, "hello tls", 9))
+        return 6;
+    for (size_t i = 0; i < sizeof bulk; i++)
+        bulk[i] = (char)('a' + i % 26);
+    if (SSL_write(s, bulk, sizeof bulk) != (int)sizeof bulk || ssl_read_exact(s, back, sizeof back) ||
+        memcmp(bulk, back, sizeof bulk))
+        return 7;
+    SSL_shutdown(s);
+    SSL_free(s);
+    SSL_CTX_free(ctx);
+    close(fd);
+    return 0;
+}
+
+static void h_starttls_echo(void *ud, net_conn *c, const char *d, size_t n)
+{
+    if (!net_conn_is_tls(c) && n == 11 && memcmp(d, "<starttls/>", 11) == 0) {
+        T.plain_bytes += n;
+        CHECK_INT(0, net_conn_write(c, "<proceed/>", 10));
+        T.starttls_rc = net_conn_starttls(c);
+        CHECK_INT(-1, net_conn_starttls(c));        /* once only */
+        return;
+    }
+    h_echo(ud, c, d, n);
+}
+
+static void test_tls_echo(int starttls)
+{
+    reset();
+    net_handlers h = { .on_open = h_open, .on_data = h_starttls_echo, .on_close = h_close };
+    net_loop *l = loop_new(&h, 0, 0);
+    CHECK_INT(0, net_tls_setup(l, "", "", tls_dir, tls_names));
+    int port = free_port(AF_INET);
+    CHECK_INT(0, net_listen(l, "127.0.0.1", port, !starttls, 1, 0));
+    pid_t pid = spawn(child_tls, port, starttls);
+    CHECK_INT(0, net_loop_run(l));
+    CHECK_INT(0, child_status(pid));
+    CHECK_INT(1, T.opens);
+    CHECK_INT(1, T.closes);
+    CHECK_STR("peer closed", T.reason);
+    CHECK_INT(starttls ? 11 : 0, T.plain_bytes);
+    CHECK_INT(9 + TLS_BULK, T.tls_bytes);
+    if (starttls)
+        CHECK_INT(0, T.starttls_rc);
+    net_loop_free(l);
+}
+
+static int child_tls_garbage(int port, int arg)
+{
+    char buf[256];
+    int fd = connect_to(AF_INET, port, 0);
+    if (fd < 0 || send_all(fd, "GET / HTTP/1.0\r\n\r\n", 18))
+        return 2;
+    while (recv(fd, buf, sizeof buf, 0) > 0)    /* an alert at most, then EOF */
+        ;
+    close(fd);
+    return 0;
+}
+
+static void test_tls_garbage(void)
+{
+    reset();
+    net_handlers h = { .on_open = h_open, .on_data = h_echo, .on_close = h_close };
+    net_loop *l = loop_new(&h, 0, 0);
+    CHECK_INT(0, net_tls_setup(l, "", "", tls_dir, tls_names));
+    int port = free_port(AF_INET);
+    CHECK_INT(0, net_listen(l, "127.0.0.1", port, 1, 0, 0));
+    pid_t pid = spawn(child_tls_garbage, port, 0);
+    CHECK_INT(0, net_loop_run(l));
+    CHECK_INT(0, child_status(pid));
+    CHECK_INT(1, T.closes);
+    CHECK_INT(0, T.data_bytes);
+    CHECK(strstr(T.reason, "SSL") || strstr(T.reason, "ssl") || strstr(T.reason, "TLS"),
+          "a TLS error reason: %s", T.reason);
+    net_loop_free(l);
+}
+
+static void tls_cleanup(void)
+{
+    char p[128];
+    snprintf(p, sizeof p, "%s/cert.pem", tls_dir);
+    unlink(p);
+    snprintf(p, sizeof p, "%s/key.pem", tls_dir);
+    unlink(p);
+    rmdir(tls_dir);
+}
+
+int main(void)
+{
+    log_level = LOG_ERR;
+    alarm(120);                             /* hard stop for the whole suite */
+    test_echo(AF_INET, "127.0.0.1");
+    test_echo(AF_INET6, "::1");
+    test_listen_errors();
+    test_coalesce();
+    test_defer_accept();
+    test_peer_reset();
+    test_close_flushes();
+    test_overflow();
+    test_timers();
+    test_stop_flushes();
+    test_signal(SIGTERM);
+    test_signal(SIGHUP);
+    test_max_connections();
+    test_refuse();
+    test_tls_setup();
+    test_tls_echo(0);
+    test_tls_echo(1);
+    test_tls_garbage();
+    tls_cleanup();
+    return check_summary("net_epoll");
+}
