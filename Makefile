@@ -52,3 +52,60 @@ valgrind: all
 
 clean:
 	rm -rf build couplet
+
+# ---- fuzz (libFuzzer; needs clang) -----------------------------------------------------------------
+# `make fuzz-smoke` builds every harness into build/fuzz/ and runs each for FUZZ_SECONDS (default 10) on a
+# copy of its corpus (and first on the saved reproducers in fuzz/regressions/); `make fuzz` runs each for
+# FUZZ_SECONDS (default 300). Either exits non-zero if a harness crashes. See fuzz/README.md.
+FUZZ_CC      ?= clang
+FUZZ_DIR      = build/fuzz
+FUZZ_FLAGS    = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter -g -O1 -I. \
+                -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+FUZZ_NAMES    = xml jid sasl stream
+FUZZ_BINS     = $(FUZZ_NAMES:%=$(FUZZ_DIR)/fuzz_%)
+FUZZ_STREAM_SRCS = server.c xml.c auth.c muc.c jid.c config.c store.c fuzz/fake_net.c
+
+$(FUZZ_DIR)/fuzz_xml: fuzz/fuzz_xml.c xml.c $(HEADERS)
+	@mkdir -p $(FUZZ_DIR)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ fuzz/fuzz_xml.c xml.c
+
+$(FUZZ_DIR)/fuzz_jid: fuzz/fuzz_jid.c jid.c $(HEADERS)
+	@mkdir -p $(FUZZ_DIR)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ fuzz/fuzz_jid.c jid.c
+
+$(FUZZ_DIR)/fuzz_sasl: fuzz/fuzz_sasl.c auth.c store.c $(HEADERS)
+	@mkdir -p $(FUZZ_DIR)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ fuzz/fuzz_sasl.c auth.c store.c $(LDLIBS)
+
+$(FUZZ_DIR)/fuzz_stream: fuzz/fuzz_stream.c fuzz/fake_net.h $(FUZZ_STREAM_SRCS) $(HEADERS)
+	@mkdir -p $(FUZZ_DIR)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ fuzz/fuzz_stream.c $(FUZZ_STREAM_SRCS) $(LDLIBS)
+
+.PHONY: fuzz fuzz-smoke fuzz-build
+fuzz-build: $(FUZZ_BINS)
+
+# fuzz_run SECONDS: regressions first (each must pass), then each harness on a scratch copy of its corpus
+define fuzz_run
+	@fail=0; \
+	for h in $(FUZZ_NAMES); do \
+	  if ls fuzz/regressions/*/$$h-* >/dev/null 2>&1; then \
+	    echo "== fuzz_$$h: regressions"; \
+	    $(FUZZ_DIR)/fuzz_$$h -runs=1 fuzz/regressions/*/$$h-* >$(FUZZ_DIR)/$$h-regress.log 2>&1 \
+	      || { echo "fuzz_$$h: a saved reproducer still fails (see $(FUZZ_DIR)/$$h-regress.log)"; fail=1; }; \
+	  fi; \
+	  rm -rf $(FUZZ_DIR)/corpus/$$h; mkdir -p $(FUZZ_DIR)/corpus/$$h $(FUZZ_DIR)/artifacts; \
+	  cp fuzz/corpus/$$h/* $(FUZZ_DIR)/corpus/$$h/; \
+	  echo "== fuzz_$$h: $(1) s"; \
+	  $(FUZZ_DIR)/fuzz_$$h -max_total_time=$(1) -print_final_stats=1 -dict=fuzz/xmpp.dict \
+	    -artifact_prefix=$(FUZZ_DIR)/artifacts/$$h- $(FUZZ_DIR)/corpus/$$h >$(FUZZ_DIR)/$$h.log 2>&1 \
+	    || { echo "fuzz_$$h: CRASH (see $(FUZZ_DIR)/$$h.log, input in $(FUZZ_DIR)/artifacts/)"; fail=1; }; \
+	  grep -E '^stat::number_of_executed_units' $(FUZZ_DIR)/$$h.log || true; \
+	done; exit $$fail
+endef
+
+fuzz-smoke: $(FUZZ_BINS)
+	$(call fuzz_run,$(or $(FUZZ_SECONDS),10))
+
+fuzz: $(FUZZ_BINS)
+	$(call fuzz_run,$(or $(FUZZ_SECONDS),300))
+# ---- end fuzz ----------------------------------------------------------------------------------------

@@ -8,7 +8,6 @@
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -721,7 +720,7 @@ static int room_load(muc_service *m, const char *path, char *err, size_t errlen)
             unsigned char *bf[] = { &r->public_room, &r->changesubject, &r->allowinvites, &r->allowpm,
                                     &r->membersonly, &r->moderated, &r->whois_anyone, &r->memberlist_roles };
             if (which < 8) *bf[which] = (unsigned char)v;
-            else if (which == 8) r->maxusers = v;
+            else if (which == 8) r->maxusers = m->cfg.max_occupants > 0 && (v == 0 || v > m->cfg.max_occupants) ? m->cfg.max_occupants : v;
             else if (which == 9) r->histlen = v > m->cfg.max_history ? m->cfg.max_history : v;
             else r->defhist = v;
         }
@@ -1043,10 +1042,13 @@ static void presence_join(muc_service *m, room *r, const xml_node *st, const cha
         o->role = (unsigned char)role_for(r, aff);
         store_payload(m, o, st);
         join_output(m, r, o, o->sessions, created, mucx);
-        if (!o->sessions->dead) {
-            pres_spec p = current_spec(o);
-            broadcast_presence(m, r, o, &p, 0);
+        if (o->sessions->dead) {
+            /* gone before anyone else heard of it: leave without a word */
+            occupant_free(r, o);
+            return;
         }
+        pres_spec p = current_spec(o);
+        broadcast_presence(m, r, o, &p, 0);
         return;
     }
     /* another session of the same user under the same nick: only that session hears about it */

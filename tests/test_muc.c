@@ -528,6 +528,11 @@ static void test_nick_and_sessions(void)
     EXPECT_HAS(ROMEO, "<body>anyone?</body>");
     EXPECT_HAS(ROMEO, "from='" R "/Juliet' type='unavailable'");
     EXPECT_END();
+    /* a newcomer whose own delivery fails is never announced */
+    dead_jid = "friar@localhost/f";
+    feed(m, "friar@localhost/f", JOIN("friar@localhost/f", "Friar"));
+    dead_jid = NULL;
+    EXPECT_END();
     /* probes */
     feed(m, NURSE, "<presence type='probe' to='" R "/Romeo'/>");
     EXPECT(NURSE, "<presence from='" R "/Romeo' to='" NURSE "'>" XUSER "<item affiliation='owner' role='moderator'/></x></presence>");

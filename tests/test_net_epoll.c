@@ -12,6 +12,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -35,7 +36,7 @@ static struct {
     net_conn *conn, *conns[32];
     int pipe_fd, marker_seen;                   /* defer_accept: the child's "sent" marker */
     int closes_inside_close, write_after_close; /* net_conn_close must not call on_close */
-    int starttls_rc, final_write, writes;
+    int starttls_rc, final_write, writes, writes_failed;
     time_t base, fired_at[64];
     int fired[64], nfired, want_fires;
 } T;
@@ -83,11 +84,14 @@ static void h_close(void *ud, net_conn *c, const char *reason)
 static void h_echo(void *ud, net_conn *c, const char *d, size_t n)
 {
     T.data_bytes += n;
+    if (net_conn_last_input(c) != net_now(T.l))
+        T.writes_failed++;
     if (net_conn_is_tls(c))
         T.tls_bytes += n;
     else
         T.plain_bytes += n;
-    CHECK_INT(0, net_conn_write(c, d, n));
+    if (net_conn_write(c, d, n) != 0)
+        T.writes_failed++;
     size_t m = net_conn_memory(c);
     if (m > T.mem_busy)
         T.mem_busy = m;
@@ -238,6 +242,7 @@ static void test_echo(int family, const char *addr)
     CHECK_INT(1, T.closes);
     CHECK_INT(7, T.tag);
     CHECK_INT(12, T.data_bytes);
+    CHECK_INT(0, T.writes_failed);
     CHECK_STR("peer closed", T.reason);
     CHECK_STR(family == AF_INET ? "127.0.0.1" : "::1", T.peer);
     CHECK(T.mem_open < 256, "idle connection holds %zu bytes", T.mem_open);
@@ -372,16 +377,18 @@ static void test_peer_reset(void)
     net_loop_free(l);
 }
 
-#define CLOSE_BYTES 300000
+#define CLOSE_BYTES (4 << 20)    /* past loopback's socket buffers: EPOLLOUT is needed */
 
 static void h_close_after_write(void *ud, net_conn *c, const char *d, size_t n)
 {
-    char chunk[1000];
+    char chunk[1024];
+    int failed = 0;
     for (size_t off = 0; off < CLOSE_BYTES; off += sizeof chunk) {
         for (size_t i = 0; i < sizeof chunk; i++)
             chunk[i] = (char)((off + i) % 251);
-        CHECK_INT(0, net_conn_write(c, chunk, sizeof chunk));
+        failed += net_conn_write(c, chunk, sizeof chunk) != 0;
     }
+    CHECK_INT(0, failed);
     net_conn_close(c);
     net_conn_close(c);                      /* twice is harmless */
     T.closes_inside_close = T.closes;
@@ -418,7 +425,7 @@ static void test_close_flushes(void)
 {
     reset();
     net_handlers h = { .on_open = h_open, .on_data = h_close_after_write, .on_close = h_close };
-    net_loop *l = loop_new(&h, 0, 0);
+    net_loop *l = loop_new(&h, 2 * CLOSE_BYTES, 0);
     int port = free_port(AF_INET);
     CHECK_INT(0, net_listen(l, "127.0.0.1", port, 0, 0, 0));
     pid_t pid = spawn(child_read_all, port, 0);
@@ -496,6 +503,91 @@ static void test_overflow(void)
     CHECK_INT(0, T.final_write);
     CHECK(T.writes >= OVERFLOW_MAX / 16384, "%d chunks were queued", T.writes);
     CHECK(T.mem_max <= OVERFLOW_MAX + 4096 + 256, "memory stayed bounded: %zu", T.mem_max);
+    net_loop_free(l);
+}
+
+static void h_close_stuck(void *ud, net_conn *c, const char *d, size_t n)
+{
+    static char chunk[1 << 16];
+    int failed = 0;
+    for (int i = 0; i < 128; i++)           /* 8 MiB: more than the kernel will take */
+        failed += net_conn_write(c, chunk, sizeof chunk) != 0;
+    CHECK_INT(0, failed);
+    net_conn_close(c);
+}
+
+static void test_close_timeout(void)
+{
+    reset();
+    net_handlers h = { .on_open = h_open, .on_data = h_close_stuck, .on_close = h_close };
+    net_loop *l = loop_new(&h, 16 << 20, 0);
+    int port = free_port(AF_INET);
+    CHECK_INT(0, net_listen(l, "127.0.0.1", port, 0, 0, 0));
+    CHECK_INT(0, pipe(hold_pipe));
+    pid_t pid = spawn(child_never_reads, port, 0);
+    close(hold_pipe[0]);
+    CHECK_INT(0, net_loop_run(l));          /* a peer that never reads cannot hold a close open */
+    close(hold_pipe[1]);
+    CHECK_INT(0, child_status(pid));
+    CHECK_INT(1, T.closes);
+    CHECK_STR("close timeout", T.reason);
+    net_loop_free(l);
+}
+
+static struct rlimit saved_nofile;
+
+static void *h_emfile_open(void *ud, net_conn *c, int tag)
+{
+    void *r = h_open(ud, c, tag);
+    if (T.opens == 1) {
+        int lowest_free = dup(STDERR_FILENO);   /* from now on accept4 gets EMFILE */
+        close(lowest_free);
+        struct rlimit rl = saved_nofile;
+        rl.rlim_cur = (rlim_t)lowest_free;
+        CHECK_INT(0, setrlimit(RLIMIT_NOFILE, &rl));
+        net_conn_set_timer(c, 1);
+    }
+    return r;
+}
+
+static void h_emfile_timer(void *ud, net_conn *c, time_t now)
+{
+    T.timers++;
+    CHECK_INT(0, setrlimit(RLIMIT_NOFILE, &saved_nofile));
+}
+
+static int child_second_waits(int port, int arg)
+{
+    char b;
+    int a = connect_to(AF_INET, port, 0);
+    if (a < 0 || send_all(a, "a", 1) || recv_exact(a, &b, 1) || b != 'a')
+        return 2;
+    int c = connect_to(AF_INET, port, 0);   /* queued in the backlog while fds run out */
+    if (c < 0 || send_all(c, "b", 1) || recv_exact(c, &b, 1) || b != 'b')
+        return 3;
+    close(c);
+    close(a);
+    return 0;
+}
+
+static void test_emfile(void)
+{
+    reset();
+    T.want_closes = 2;
+    CHECK_INT(0, getrlimit(RLIMIT_NOFILE, &saved_nofile));
+    net_handlers h = { .on_open = h_emfile_open, .on_data = h_echo, .on_close = h_close,
+                       .on_timer = h_emfile_timer };
+    net_loop *l = loop_new(&h, 0, 0);
+    int port = free_port(AF_INET);
+    CHECK_INT(0, net_listen(l, "127.0.0.1", port, 0, 0, 0));
+    pid_t pid = spawn(child_second_waits, port, 0);
+    CHECK_INT(0, net_loop_run(l));
+    setrlimit(RLIMIT_NOFILE, &saved_nofile);
+    CHECK_INT(0, child_status(pid));
+    CHECK_INT(1, T.timers);
+    CHECK_INT(2, T.opens);                  /* the second one once fds were available again */
+    CHECK_INT(2, T.closes);
+    CHECK_INT(0, T.writes_failed);
     net_loop_free(l);
 }
 
@@ -602,14 +694,16 @@ static void test_timers(void)
 
 /* ---- stop, signals, limits ---- */
 
-#define STOP_BYTES 200000
+#define STOP_BYTES (4 << 20)
 
 static void h_stop_after_write(void *ud, net_conn *c, const char *d, size_t n)
 {
-    char chunk[1000];
+    char chunk[1024];
+    int failed = 0;
     memset(chunk, 's', sizeof chunk);
-    for (int i = 0; i < STOP_BYTES / 1000; i++)
-        CHECK_INT(0, net_conn_write(c, chunk, sizeof chunk));
+    for (int i = 0; i < STOP_BYTES / 1024; i++)
+        failed += net_conn_write(c, chunk, sizeof chunk) != 0;
+    CHECK_INT(0, failed);
     net_loop_stop(T.l);
     net_loop_stop(T.l);
 }
@@ -634,7 +728,7 @@ static void test_stop_flushes(void)
 {
     reset();
     net_handlers h = { .on_open = h_open, .on_data = h_stop_after_write, .on_close = h_close };
-    net_loop *l = loop_new(&h, 0, 0);
+    net_loop *l = loop_new(&h, 2 * STOP_BYTES, 0);
     int port = free_port(AF_INET);
     CHECK_INT(0, net_listen(l, "127.0.0.1", port, 0, 0, 0));
     pid_t pid = spawn(child_slow_reader, port, 0);
@@ -900,6 +994,7 @@ static void test_tls_echo(int starttls)
     CHECK_STR("peer closed", T.reason);
     CHECK_INT(starttls ? 11 : 0, T.plain_bytes);
     CHECK_INT(9 + TLS_BULK, T.tls_bytes);
+    CHECK_INT(0, T.writes_failed);
     if (starttls)
         CHECK_INT(0, T.starttls_rc);
     net_loop_free(l);
@@ -957,6 +1052,8 @@ int main(void)
     test_peer_reset();
     test_close_flushes();
     test_overflow();
+    test_close_timeout();
+    test_emfile();
     test_timers();
     test_stop_flushes();
     test_signal(SIGTERM);
