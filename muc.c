@@ -234,6 +234,9 @@ static void send_error(muc_service *m, const xml_node *st, const char *etype, co
     if (!strcmp(st->name, "iq") && type && strcmp(type, "get") && strcmp(type, "set")) return;
     xml_node *n = reply_node(m, st, "error");
     if (!n) return;
+    /* echo the join element (never its password): clients match a join error by it (XEP-0045 §7.2) */
+    if (!strcmp(st->name, "presence") && xml_child(st, "x", NS_MUC) && !xml_add_child(m->arena, n, "x", NS_MUC))
+        return;
     xml_node *e = xml_add_child(m->arena, n, "error", NULL);
     if (!e) return;
     xml_set_attr(m->arena, e, "type", etype);

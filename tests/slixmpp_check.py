@@ -49,8 +49,12 @@ class Bot(slixmpp.ClientXMPP):
         self.register_plugin("xep_0199")
         self.register_plugin("xep_0030")
         self.register_plugin("xep_0045")
+        self.register_plugin("xep_0004")
         self.add_event_handler("message", lambda m: self.inbox.put_nowait(m))
-        self.add_event_handler("groupchat_message", lambda m: None)
+        self.room_messages = asyncio.Queue()
+        self.add_event_handler("groupchat_message", lambda m: self.room_messages.put_nowait(m))
+        self.presences = asyncio.Queue()
+        self.add_event_handler("groupchat_presence", lambda p: self.presences.put_nowait(p))
         self.ready = asyncio.Event()
         self.add_event_handler("session_start", self.on_start)
         self.add_event_handler("auth_success", self.on_auth)
@@ -109,9 +113,93 @@ async def scenario(port):
     except Exception as e:
         check(False, "disco#info on the server", e)
 
+    await rooms(romeo, juliet)
     for bot in (romeo, juliet):
         bot.disconnect()
     await asyncio.sleep(0.5)
+
+
+async def presence_from(bot, jid, timeout=5):
+    """the next presence from jid, skipping others"""
+    end = time.monotonic() + timeout
+    while True:
+        p = await asyncio.wait_for(bot.presences.get(), max(0.01, end - time.monotonic()))
+        if str(p["from"]) == jid:
+            return p
+
+
+async def rooms(romeo, juliet):
+    """XEP-0045 as a user does it: a password-protected room, a second account joins, chat, kick, ban."""
+    room = "verona@conference.localhost"
+    muc_r, muc_j = romeo["xep_0045"], juliet["xep_0045"]
+    try:
+        await muc_r.join_muc_wait(room, "Romeo", timeout=5)
+        check(True, "romeo creates a room")
+    except Exception as e:
+        check(False, "romeo creates a room", e)
+        return
+    form = romeo["xep_0004"].make_form(ftype="submit")
+    form.add_field(var="FORM_TYPE", value="http://jabber.org/protocol/muc#roomconfig", ftype="hidden")
+    form.add_field(var="muc#roomconfig_roomsecret", value="cauldronburn")
+    try:
+        await muc_r.set_room_config(room, form, timeout=5)
+        check(True, "romeo sets a room password with the config form")
+    except Exception as e:
+        check(False, "romeo sets a room password with the config form", e)
+    try:
+        await muc_j.join_muc_wait(room, "Juliet", timeout=5)
+        check(False, "juliet is refused without the password", "joined")
+    except slixmpp.exceptions.PresenceError as e:
+        check(e.condition == "not-authorized", "juliet is refused without the password (not-authorized)", e.condition)
+    except Exception as e:
+        check(False, "juliet is refused without the password", e)
+    try:
+        joined = await muc_j.join_muc_wait(room, "Juliet", password="cauldronburn", timeout=5)
+        nicks = [p["from"].resource for p in joined[2]]
+        check("Romeo" in nicks, "juliet joins with the password and sees Romeo", nicks)
+    except Exception as e:
+        check(False, "juliet joins with the password", e)
+        return
+    while not juliet.room_messages.empty():
+        juliet.room_messages.get_nowait()
+    romeo.send_message(mto=room, mbody="Good morrow", mtype="groupchat")
+    try:
+        while True:
+            m = await asyncio.wait_for(juliet.room_messages.get(), 5)
+            if m["body"]:
+                break
+        check(m["body"] == "Good morrow" and str(m["from"]) == room + "/Romeo",
+              "juliet receives romeo's groupchat message from room/Romeo", (m["body"], str(m["from"])))
+    except asyncio.TimeoutError:
+        check(False, "juliet receives romeo's groupchat message", "timeout")
+    while not juliet.presences.empty():
+        juliet.presences.get_nowait()
+    try:
+        await muc_r.set_role(room, "Juliet", "none", reason="begone", timeout=5)
+        p = await presence_from(juliet, room + "/Juliet")
+        codes = p["muc"]["status_codes"]
+        check(p["type"] == "unavailable" and 307 in codes, "romeo kicks juliet: she gets unavailable with 307",
+              (p["type"], codes))
+    except Exception as e:
+        check(False, "romeo kicks juliet", e)
+    try:
+        await muc_j.join_muc_wait(room, "Juliet", password="cauldronburn", timeout=5)
+        while not juliet.presences.empty():
+            juliet.presences.get_nowait()
+        await muc_r.set_affiliation(room, "outcast", jid="juliet@localhost", reason="banished", timeout=5)
+        p = await presence_from(juliet, room + "/Juliet")
+        codes = p["muc"]["status_codes"]
+        check(p["type"] == "unavailable" and 301 in codes, "romeo bans juliet: she gets unavailable with 301",
+              (p["type"], codes))
+    except Exception as e:
+        check(False, "romeo bans juliet", e)
+    try:
+        await muc_j.join_muc_wait(room, "Juliet", password="cauldronburn", timeout=5)
+        check(False, "a banned juliet cannot rejoin", "joined")
+    except slixmpp.exceptions.PresenceError as e:
+        check(e.condition == "forbidden", "a banned juliet cannot rejoin (forbidden)", e.condition)
+    except Exception as e:
+        check(False, "a banned juliet cannot rejoin", e)
 
 
 def main():

@@ -256,7 +256,7 @@ static void test_password(void)
     EXPECT_END();
 
     feed(m, JULIET, JOIN(JULIET, "Juliet"));
-    EXPECT(JULIET, "<presence from='" R "/Juliet' type='error' to='" JULIET "'><error type='auth' by='" R "'>"
+    EXPECT(JULIET, "<presence from='" R "/Juliet' type='error' to='" JULIET "'>" XMUC "<error type='auth' by='" R "'>"
                    "<not-authorized xmlns='" STZ "'/></error></presence>");
     EXPECT_END();
     feed(m, JULIET, "<presence to='" R "/Juliet'><x xmlns='http://jabber.org/protocol/muc'><password>wrong</password></x></presence>");
@@ -294,12 +294,12 @@ static void test_join_errors(void)
     create_room_with_juliet(m);
     /* nick in use by someone else */
     feed(m, NURSE, JOIN(NURSE, "Juliet"));
-    EXPECT(NURSE, "<presence from='" R "/Juliet' type='error' to='" NURSE "'><error type='cancel' by='" R "'>"
+    EXPECT(NURSE, "<presence from='" R "/Juliet' type='error' to='" NURSE "'>" XMUC "<error type='cancel' by='" R "'>"
                   "<conflict xmlns='" STZ "'/></error></presence>");
     EXPECT_END();
     /* no nick */
     feed(m, NURSE, "<presence to='" R "'>" XMUC "</presence>");
-    EXPECT(NURSE, "<presence from='" R "' type='error' to='" NURSE "'><error type='modify' by='" R "'>"
+    EXPECT(NURSE, "<presence from='" R "' type='error' to='" NURSE "'>" XMUC "<error type='modify' by='" R "'>"
                   "<jid-malformed xmlns='" STZ "'/></error></presence>");
     EXPECT_END();
     /* banned */
@@ -351,7 +351,7 @@ static void test_join_errors(void)
     /* creation restricted to admins */
     m = service(0);
     feed(m, ROMEO, JOIN(ROMEO, "Romeo"));
-    EXPECT(ROMEO, "<presence from='" R "/Romeo' type='error' to='" ROMEO "'><error type='cancel' by='" R "'>"
+    EXPECT(ROMEO, "<presence from='" R "/Romeo' type='error' to='" ROMEO "'>" XMUC "<error type='cancel' by='" R "'>"
                   "<not-allowed xmlns='" STZ "'/></error></presence>");
     EXPECT_END();
     CHECK_INT(0, muc_room_count(m));

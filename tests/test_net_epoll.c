@@ -556,18 +556,33 @@ static void h_emfile_timer(void *ud, net_conn *c, time_t now)
     CHECK_INT(0, setrlimit(RLIMIT_NOFILE, &saved_nofile));
 }
 
+/* exit 0: the second connection waited in the backlog and was served; 10 + n: it needed n retries
+ * (only valgrind does that: it emulates the fd limit by closing the accepted socket) */
 static int child_second_waits(int port, int arg)
 {
     char b;
     int a = connect_to(AF_INET, port, 0);
     if (a < 0 || send_all(a, "a", 1) || recv_exact(a, &b, 1) || b != 'a')
         return 2;
-    int c = connect_to(AF_INET, port, 0);   /* queued in the backlog while fds run out */
-    if (c < 0 || send_all(c, "b", 1) || recv_exact(c, &b, 1) || b != 'b')
-        return 3;
-    close(c);
-    close(a);
-    return 0;
+    for (int tries = 0; tries < 20; tries++) {
+        int c = connect_to(AF_INET, port, 0);   /* queued in the backlog while fds run out */
+        if (c < 0 || send_all(c, "b", 1))
+            return 3;
+        if (recv_exact(c, &b, 1) == 0 && b == 'b') {
+            close(c);
+            close(a);
+            return tries ? 10 + tries : 0;
+        }
+        close(c);
+        pause_ms(200);
+    }
+    return 4;
+}
+
+static int under_valgrind(void)
+{
+    const char *p = getenv("LD_PRELOAD");
+    return p && strstr(p, "vgpreload") != NULL;
 }
 
 static void test_emfile(void)
@@ -583,7 +598,8 @@ static void test_emfile(void)
     pid_t pid = spawn(child_second_waits, port, 0);
     CHECK_INT(0, net_loop_run(l));
     setrlimit(RLIMIT_NOFILE, &saved_nofile);
-    CHECK_INT(0, child_status(pid));
+    int st = child_status(pid);
+    CHECK(st == 0 || (under_valgrind() && st > 10 && st < 30), "client status %d", st);
     CHECK_INT(1, T.timers);
     CHECK_INT(2, T.opens);                  /* the second one once fds were available again */
     CHECK_INT(2, T.closes);
