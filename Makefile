@@ -109,3 +109,18 @@ fuzz-smoke: $(FUZZ_BINS)
 fuzz: $(FUZZ_BINS)
 	$(call fuzz_run,$(or $(FUZZ_SECONDS),300))
 # ---- end fuzz ----------------------------------------------------------------------------------------
+
+# ---- bench: the load generator and the benchmark suite (see BENCHMARKS.md) ----
+.PHONY: bench bench-large
+
+$(BUILD)/couplet-load: bench/couplet-load.c | $(BUILD)
+	$(CC) $(WARN) -O2 -o $@ bench/couplet-load.c $(LDLIBS)
+
+# The standard suite (2-3 minutes on 2 cores): Markdown tables for BENCHMARKS.md on stdout.
+bench: $(BUILD)/couplet $(BUILD)/couplet-load
+	@bash bench/run.sh
+
+# 100,000 idle sessions (needs a file descriptor hard limit above 100,000).
+bench-large: $(BUILD)/couplet $(BUILD)/couplet-load
+	@bash bench/run.sh --large
+# ---- end of bench ----

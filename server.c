@@ -381,6 +381,7 @@ static int on_stream_close(void *ud) {
 static int session_restart(session *s) {
     xml_parser_reset(s->parser);
     s->state = ST_HEADER;
+    s->header_sent = 0;     /* an error before the new header needs a header of its own */
     return 1;
 }
 
@@ -501,15 +502,15 @@ static int handle_bind(session *s, const xml_node *iq, const xml_node *bind) {
     } else {
         random_resource(res, sizeof res);
     }
+    /* the replaced session leaves first: its going may free the account entry */
+    session *old = account_session(account_find(srv, s->user), res);
+    if (old) session_stream_error(old, "conflict", "replaced by a new session");
     account *a = account_get(srv, s->user);
     if (!a) {
         send_stanza_error(s, iq, "wait", "resource-constraint");
         return 0;
     }
-    session *old = account_session(a, res);
-    if (old) {
-        session_stream_error(old, "conflict", "replaced by a new session");
-    } else if ((int)account_session_count(a) >= srv->cfg->max_sessions_per_account) {
+    if ((int)account_session_count(a) >= srv->cfg->max_sessions_per_account) {
         send_stanza_error(s, iq, "wait", "resource-constraint");
         account_drop_if_empty(srv, a);
         return 0;
@@ -829,8 +830,18 @@ static void route_iq(session *s, xml_node *st, const jid *to, int has_to) {
         return;
     }
     if (!request) return;   /* results and errors to the server or a bare JID end here */
-    if (!has_to || !to->local[0]) {
-        if (has_to && to->resource[0]) send_stanza_error(s, st, "cancel", "service-unavailable");
+    if (!has_to) {
+        /* no 'to': the account's own bare JID (RFC 6120 §10.3.3); session establishment lives here too */
+        jid self;
+        self.local[0] = self.resource[0] = 0;
+        snprintf(self.local, sizeof self.local, "%s", s->user);
+        snprintf(self.domain, sizeof self.domain, "%s", srv->cfg->domain);
+        if (!strcmp(q->ns, NS_SESSION) && !strcmp(q->name, "session")) send_result(s, iq_result(s, st));
+        else iq_account(s, st, q, &self);
+        return;
+    }
+    if (!to->local[0]) {
+        if (to->resource[0]) send_stanza_error(s, st, "cancel", "service-unavailable");
         else iq_server(s, st, q);
         return;
     }

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -1418,6 +1419,23 @@ static client *connected_client(run *r, const action *a)
     return c;
 }
 
+/* Drops whitespace-only text (the script's indentation) so that what is sent is what the script means. */
+static void strip_blank_text(xml_node *n)
+{
+    xml_node *c = n->children;
+    while (c) {
+        xml_node *next = c->next;
+        if (c->name) strip_blank_text(c);
+        else {
+            const char *t = c->text ? c->text : "";
+            size_t len = c->text_len;
+            trim_span(&t, &len);
+            if (!len) xml_remove_child(n, c);
+        }
+        c = next;
+    }
+}
+
 static int act_send(run *r, const action *a)
 {
     client *c = connected_client(r, a);
@@ -1430,6 +1448,7 @@ static int act_send(run *r, const action *a)
         for (size_t i = 0; i < sn.count; i++) {
             xml_buf b;
             xml_buf_init(&b);
+            strip_blank_text((xml_node *)sn.nodes[i]);
             serialize_node(&b, sn.nodes[i]);
             int k = b.oom ? -1 : conn_write(c, b.data, b.len);
             xml_buf_free(&b);
@@ -1730,12 +1749,19 @@ static int port_accepts(const char *port)
     return ok;
 }
 
+/* Same bare JID (ASCII case-insensitive, as JID local and domain parts compare)? */
+static int same_account(const char *a, const char *b)
+{
+    size_t na = strcspn(a, "/"), nb = strcspn(b, "/");
+    return na == nb && strncasecmp(a, b, na) == 0;
+}
+
 /* Temp dir, config, accounts, server started and listening. */
 static int server_start(const char *bin, const script *s, server_proc *sp, xml_buf *why)
 {
     memset(sp, 0, sizeof *sp);
     sp->pid = -1;
-    snprintf(sp->dir, sizeof sp->dir, "/tmp/scs-%s-XXXXXX", "run");
+    snprintf(sp->dir, sizeof sp->dir, "/tmp/scs-XXXXXX");
     if (!mkdtemp(sp->dir)) { xml_buf_printf(why, "mkdtemp: %s", strerror(errno)); sp->dir[0] = '\0'; return -1; }
     snprintf(sp->conf, sizeof sp->conf, "%s/couplet.conf", sp->dir);
     snprintf(sp->log, sizeof sp->log, "%s/couplet.log", sp->dir);
@@ -1749,8 +1775,11 @@ static int server_start(const char *bin, const script *s, server_proc *sp, xml_b
     fprintf(f, "domain = localhost\nmuc_domain = conference.localhost\nbind = 127.0.0.1\nc2s_port = %d\n"
                "c2s_tls_port = 0\ndata_dir = %s\nlog_level = warn\nscram_iterations = 4096\n", port, sp->data);
     if (fclose(f) != 0) { xml_buf_printf(why, "cannot write %s", sp->conf); return -1; }
-    for (int i = 0; i < s->ncl; i++)
-        if (adduser(bin, sp, &s->cl[i], why) < 0) return -1;
+    for (int i = 0; i < s->ncl; i++) {
+        int seen = 0;           /* several clients may share one account (one resource each) */
+        for (int k = 0; k < i && !seen; k++) seen = same_account(s->cl[k].jid, s->cl[i].jid);
+        if (!seen && adduser(bin, sp, &s->cl[i], why) < 0) return -1;
+    }
     const char *argv[] = { bin, "-c", sp->conf, NULL };
     sp->pid = spawn(bin, argv, -1, sp->log);
     if (sp->pid < 0) { xml_buf_printf(why, "cannot start %s: %s", bin, strerror(errno)); return -1; }
@@ -1770,20 +1799,21 @@ static int server_start(const char *bin, const script *s, server_proc *sp, xml_b
     }
 }
 
-/* SIGTERM, bounded wait; 0 on a clean exit, -1 with why filled. Removes the temp dir. */
+/* SIGTERM, bounded wait (SIGKILL after 3 s); 0 on a clean exit, -1 with why filled. */
 static int server_stop(server_proc *sp, xml_buf *why)
 {
     int rc = 0;
     if (sp->pid > 0) {
         int status = 0;
         kill(sp->pid, SIGTERM);
+        const char *sep = why->len ? "; " : "";
         if (!wait_child(sp->pid, 3000, &status)) {
             kill(sp->pid, SIGKILL);
             waitpid(sp->pid, &status, 0);
-            xml_buf_puts(why, "server did not stop within 3 s of SIGTERM (killed)");
+            xml_buf_printf(why, "%sserver did not stop within 3 s of SIGTERM (killed)", sep);
             rc = -1;
         } else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-            xml_buf_puts(why, "server did not stop cleanly (");
+            xml_buf_printf(why, "%sserver did not stop cleanly (", sep);
             describe_status(why, status);
             xml_buf_puts(why, ")");
             rc = -1;
@@ -1796,78 +1826,63 @@ static int server_stop(server_proc *sp, xml_buf *why)
 /* ------------------------------------------------------------------------------------------------ */
 /* Reporting */
 
+static void report_failure(xml_buf *out, const char *name, const run *r, const xml_buf *setup, const xml_buf *tail)
+{
+    if (r->failed) {
+        xml_buf_printf(out, "FAIL %s: %s (line %d)\n", name, buf_str(&r->why), r->why_line);
+        if (setup->len) xml_buf_printf(out, "  also: %s\n", buf_str(setup));
+    } else
+        xml_buf_printf(out, "FAIL %s: %s (line 0)\n", name, buf_str(setup));
+    if (r->expected.len) {
+        xml_buf_puts(out, "  expected:\n");
+        put_indented(out, "    ", buf_str(&r->expected));
+    }
+    if (r->failed && (r->expected.len || r->received.len)) {
+        xml_buf_puts(out, "  received:\n");
+        if (r->received.len) put_indented(out, "    ", buf_str(&r->received));
+        else xml_buf_puts(out, "    (nothing)\n");
+    }
+    if (tail->len) {
+        xml_buf_puts(out, "  server log (tail):\n");
+        put_indented(out, "    ", buf_str(tail));
+    }
+}
+
+/* Runs one script file (with its own server when couplet is set) and prints its result; 0 if it passed. */
 static int run_file(const char *path, const char *couplet, const char *host, const char *port, const char *domain)
 {
     script s;
     if (script_load(&s, path) < 0) {
         printf("FAIL %s: %s (line %d)\n", s.name, s.err, s.err_line);
+        fflush(stdout);
         script_free(&s);
         return -1;
     }
     server_proc sp;
-    xml_buf setup, tail;
+    xml_buf setup, tail, out;
     xml_buf_init(&setup);
     xml_buf_init(&tail);
+    xml_buf_init(&out);
     run r;
-    int ok;
+    int server_bad = 0;
     if (couplet) {
-        if (server_start(couplet, &s, &sp, &setup) < 0) {
-            printf("FAIL %s: %s (line 0)\n", s.name, buf_str(&setup));
-            xml_buf setup2;
-            xml_buf_init(&setup2);
-            server_stop(&sp, &setup2);
-            xml_buf_free(&setup2);
-            log_tail(sp.log, &tail, 20);
-            if (tail.len) {
-                xml_buf b;
-                xml_buf_init(&b);
-                xml_buf_puts(&b, "  server log (tail):\n");
-                put_indented(&b, "    ", buf_str(&tail));
-                fputs(buf_str(&b), stdout);
-                xml_buf_free(&b);
-            }
-            fflush(stdout);
-            if (sp.dir[0]) remove_tree(sp.dir);
-            xml_buf_free(&setup);
-            xml_buf_free(&tail);
-            script_free(&s);
-            return -1;
-        }
+        server_bad = server_start(couplet, &s, &sp, &setup) < 0;
         run_init(&r, &s, "127.0.0.1", sp.port, "localhost");
     } else
         run_init(&r, &s, host, port, domain);
-
-    run_script(&r);
-    int stop_failed = 0;
+    if (!server_bad) run_script(&r);
     if (couplet) {
-        stop_failed = server_stop(&sp, &setup) < 0;
-        if (r.failed || stop_failed) log_tail(sp.log, &tail, 20);
-        remove_tree(sp.dir);
+        /* after a failed start setup already says why; a failed stop adds its own reason */
+        if (server_stop(&sp, &setup) < 0) server_bad = 1;
+        if (r.failed || server_bad) log_tail(sp.log, &tail, 20);
+        if (sp.dir[0]) remove_tree(sp.dir);
     }
-    ok = !r.failed && !stop_failed;
-    xml_buf out;
-    xml_buf_init(&out);
+    int ok = !r.failed && !server_bad;
     if (ok) {
         xml_buf_printf(&out, "PASS %s\n", s.name);
         xml_buf_puts(&out, buf_str(&r.notes));
-    } else {
-        if (r.failed) xml_buf_printf(&out, "FAIL %s: %s (line %d)\n", s.name, buf_str(&r.why), r.why_line);
-        else xml_buf_printf(&out, "FAIL %s: %s (line 0)\n", s.name, buf_str(&setup));
-        if (r.failed && stop_failed) xml_buf_printf(&out, "  also: %s\n", buf_str(&setup));
-        if (r.expected.len) {
-            xml_buf_puts(&out, "  expected:\n");
-            put_indented(&out, "    ", buf_str(&r.expected));
-        }
-        if (r.failed && (r.expected.len || r.received.len)) {
-            xml_buf_puts(&out, "  received:\n");
-            if (r.received.len) put_indented(&out, "    ", buf_str(&r.received));
-            else xml_buf_puts(&out, "    (nothing)\n");
-        }
-        if (tail.len) {
-            xml_buf_puts(&out, "  server log (tail):\n");
-            put_indented(&out, "    ", buf_str(&tail));
-        }
-    }
+    } else
+        report_failure(&out, s.name, &r, &setup, &tail);
     fputs(buf_str(&out), stdout);
     fflush(stdout);
     xml_buf_free(&out);

@@ -1,0 +1,256 @@
+#!/bin/bash
+# bench/run.sh - Couplet's benchmark suite (run by `make bench`; `make bench-large` adds --large).
+# Everything runs on loopback against a fresh build/couplet per measurement, on free ports, with a temporary
+# data directory; every process we start is stopped on exit. It prints Markdown tables for BENCHMARKS.md.
+#
+#   bench/run.sh            the standard suite (2-3 minutes on 2 cores)
+#   bench/run.sh --large    100,000 idle sessions only (needs a file limit above 100,000)
+set -u
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+SERVER=$ROOT/build/couplet
+LOAD=$ROOT/build/couplet-load
+LARGE=0
+[ "${1:-}" = "--large" ] && LARGE=1
+
+for b in "$SERVER" "$LOAD"; do
+    [ -x "$b" ] || { echo "bench: $b is missing; run make bench" >&2; exit 2; }
+done
+
+# the file limit: raise the soft limit to the hard one (both processes inherit it)
+ulimit -n "$(ulimit -Hn)" 2>/dev/null
+NOFILE=$(ulimit -n)
+
+TMP=$(mktemp -d /tmp/couplet-bench.XXXXXX)
+SERVER_PID=
+cleanup() {
+    if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
+        kill -TERM "$SERVER_PID" 2>/dev/null
+        for _ in $(seq 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$SERVER_PID" 2>/dev/null
+    fi
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+log() { echo "bench: $*" >&2; }
+
+NACC=10000
+[ $LARGE = 1 ] && NACC=100000
+if [ "$NOFILE" -lt $((NACC + 1000)) ]; then
+    if [ $LARGE = 1 ]; then
+        log "cannot run $NACC idle sessions: the hard file limit is $NOFILE (each side needs one descriptor per session)"
+        log "raise it (e.g. LimitNOFILE / ulimit -Hn as root with CAP_SYS_RESOURCE) and run again"
+        exit 2
+    fi
+    NACC=$((NOFILE - 1000))
+    log "the file limit is $NOFILE: idle test reduced to $NACC sessions"
+fi
+
+# one server configuration for every run; only the port (and defer_accept) change
+write_conf() {   # write_conf PORT [extra lines...]
+    local port=$1; shift
+    {
+        echo "data_dir = $TMP/data"
+        echo "domain = localhost"
+        echo "muc_domain = conference.localhost"
+        echo "bind = 127.0.0.1"
+        echo "c2s_port = $port"
+        echo "c2s_tls_port = 0"
+        echo "require_encryption = false"
+        echo "scram_iterations = 4096"
+        echo "max_connections = 200000"
+        echo "max_sessions_per_account = 10"
+        echo "muc_max_occupants = 1000"
+        echo "muc_max_rooms = 10000"
+        echo "handshake_timeout = 120"
+        echo "log_level = warn"
+        for l in "$@"; do echo "$l"; done
+    } > "$TMP/couplet.conf"
+}
+
+start_server() {   # start_server [extra conf lines...]; sets PORT and SERVER_PID
+    PORT=$("$LOAD" --free-port) || { log "no free port"; exit 2; }
+    write_conf "$PORT" "$@"
+    "$SERVER" -c "$TMP/couplet.conf" >> "$TMP/server.log" 2>&1 &
+    SERVER_PID=$!
+    for _ in $(seq 100); do
+        if ! kill -0 "$SERVER_PID" 2>/dev/null; then log "the server died at start:"; tail -5 "$TMP/server.log" >&2; exit 2; fi
+        grep -q ":$(printf '%04X' "$PORT") 00000000:0000 0A" /proc/net/tcp 2>/dev/null && return 0
+        sleep 0.05
+    done
+    log "the server does not listen on $PORT"
+    exit 2
+}
+
+stop_server() {
+    [ -n "$SERVER_PID" ] || return 0
+    kill -TERM "$SERVER_PID" 2>/dev/null
+    for _ in $(seq 100); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.05; done
+    kill -KILL "$SERVER_PID" 2>/dev/null
+    wait "$SERVER_PID" 2>/dev/null
+    SERVER_PID=
+}
+
+# run NAME ARGS...: a fresh server, one couplet-load run; keeps its RESULT line in $TMP/NAME and the command
+# (with the port shown as $PORT) in $TMP/NAME.cmd
+EXTRA_CONF=()
+run() {
+    local name=$1; shift
+    start_server "${EXTRA_CONF[@]}"
+    log "$name: couplet-load $*"
+    timeout 300 "$LOAD" --port "$PORT" --server-pid "$SERVER_PID" --quiet --key-cache "$TMP/keys" "$@" \
+        > "$TMP/$name.out" 2> "$TMP/$name.err"
+    local rc=$?
+    grep '^RESULT ' "$TMP/$name.out" > "$TMP/$name" || echo "RESULT failed=1 first_error=no_result_rc_$rc" > "$TMP/$name"
+    sed -n '2,$p' "$TMP/$name.out" >&2
+    [ $rc = 0 ] || log "$name: couplet-load exited $rc"
+    echo "build/couplet-load --port PORT --server-pid PID $*" > "$TMP/$name.cmd"
+    stop_server
+}
+
+# CPU busy on the whole machine over one second, in % of one CPU: other load makes the figures noisy
+background_load() {
+    local a b
+    a=($(head -1 /proc/stat)); sleep 1; b=($(head -1 /proc/stat))
+    local busy=$(( (b[1]+b[2]+b[3]+b[6]+b[7]+b[8]) - (a[1]+a[2]+a[3]+a[6]+a[7]+a[8]) ))
+    local idle=$(( (b[4]+b[5]) - (a[4]+a[5]) ))
+    echo $(( busy * 100 * $(nproc) / (busy + idle + 1) ))
+}
+
+val() { sed -n "s/.* $2=\([^ ]*\).*/\1/p" "$TMP/$1" | head -1; }   # val NAME KEY
+cmd() { cat "$TMP/$1.cmd"; }
+
+log "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), kernel $(uname -r), file limit $NOFILE"
+T0=$(date +%s)
+BG0=$(background_load)
+log "background load before the suite: ${BG0}% of one CPU"
+[ "$BG0" -lt 10 ] || log "WARNING: other processes are using the CPU; the figures will be noisy"
+
+# accounts: user0..userN-1, password "password", SCRAM keys with 4096 iterations, one import
+log "importing $NACC accounts (the server derives SCRAM-SHA-1 and -256 keys for each)"
+write_conf 1
+awk -v n="$NACC" 'BEGIN { for (i = 0; i < n; i++) print "user" i "@localhost password" }' \
+    | "$SERVER" -c "$TMP/couplet.conf" import 2>&1 | tail -1 >&2
+
+if [ $LARGE = 1 ]; then
+    run large_idle --workload idle --sessions "$NACC" --mech SCRAM-SHA-1 --rate 5000 --duration 10
+    echo
+    echo "| sessions | logged in | server RSS before | after | per idle session | command |"
+    echo "| ---: | ---: | ---: | ---: | ---: | --- |"
+    echo "| $NACC | $(val large_idle logged_in) | $(val large_idle rss_before_kb) kB | $(val large_idle rss_after_kb) kB | $(val large_idle rss_per_session_b) B | \`$(cmd large_idle)\` |"
+    exit 0
+fi
+
+# 1. SCRAM logins: the first run derives each account's salted password once (the client's cache), later
+#    runs reuse it from the key cache; the measured login runs are all on a warm cache
+run scram_warm --workload login --sessions "$NACC" --mech SCRAM-SHA-1 --concurrency 500
+run login_scram --workload login --sessions "$NACC" --mech SCRAM-SHA-1 --concurrency 500
+run login_plain --workload login --sessions 2000 --mech PLAIN --concurrency 200
+run login_scram_paced --workload login --sessions 4000 --mech SCRAM-SHA-1 --rate 2000
+
+# 2. idle sessions: memory per session, and its breakdown by negotiation stage
+run idle --workload idle --sessions "$NACC" --mech SCRAM-SHA-1 --duration 10
+for stage in header auth bind; do
+    run "idle_$stage" --workload idle --sessions "$NACC" --mech SCRAM-SHA-1 --duration 1 --stop-at "$stage"
+done
+
+# 3. 1:1 chat: flat out (server CPU per routed message), then at a fixed 2,000 msg/s (latency)
+run chat_sat --workload chat --sessions 200 --mech SCRAM-SHA-1 --window 8 --duration 8
+run chat_2000 --workload chat --sessions 1000 --mech SCRAM-SHA-1 --msg-rate 2000 --duration 10
+
+# 4. rooms: server CPU per delivered groupchat stanza by room size
+run muc_10 --workload muc --occupants 200 --rooms 20 --senders 20 --window 4 --duration 6 --mech SCRAM-SHA-1
+run muc_100 --workload muc --occupants 100 --rooms 1 --senders 10 --window 4 --duration 6 --mech SCRAM-SHA-1
+run muc_1000 --workload muc --occupants 1000 --rooms 1 --senders 10 --window 2 --duration 6 --mech SCRAM-SHA-1
+
+# 5. TCP_DEFER_ACCEPT: 2,000 connections that never speak, with the default defer_accept = 10 and with it off
+run silent_defer --workload silent --sessions 2000 --rate 1000 --duration 4
+EXTRA_CONF=("defer_accept = 0")
+run silent_nodefer --workload silent --sessions 2000 --rate 1000 --duration 4
+EXTRA_CONF=()
+
+T1=$(date +%s)
+BG1=$(background_load)
+log "background load after the suite: ${BG1}% of one CPU"
+
+# ---- the report ----
+cat <<EOF
+
+## Results ($(date -u +%Y-%m-%d), suite time $((T1 - T0)) s)
+
+Machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')), Linux $(uname -r).
+Server and generator share the machine; PORT and PID stand for the free port and the server's pid.
+Background load (other processes) measured over 1 s: ${BG0}% of one CPU before the suite, ${BG1}% after.
+
+### Memory per idle session (plaintext, SCRAM-SHA-1, $NACC sessions)
+
+| sessions held at | sessions | server RSS before | after | per session | command |
+| --- | ---: | ---: | ---: | ---: | --- |
+EOF
+for n in idle_header idle_auth idle_bind idle; do
+    case $n in
+        idle_header) what="stream features sent (no auth)";;
+        idle_auth) what="authenticated, stream restarted";;
+        idle_bind) what="resource bound, no presence";;
+        idle) what="bound + initial presence (full)";;
+    esac
+    echo "| $what | $(val $n logged_in) | $(val $n rss_before_kb) kB | $(val $n rss_after_kb) kB | $(val $n rss_per_session_b) B | \`$(cmd $n)\` |"
+done
+cat <<EOF
+
+Idle phase of the full run: server CPU $(val idle server_cpu_s) s over 10 s with $(val idle alive) sessions open.
+
+### Logins
+
+| mechanism (rate) | sessions | logins/s | p50 | p99 | server CPU per login | generator CPU per login | command |
+| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |
+EOF
+for n in login_scram login_plain login_scram_paced; do
+    r=flat; [ $n = login_scram_paced ] && r="2,000/s offered"
+    echo "| $(val $n mech) ($r)  | $(val $n logged_in) | $(val $n logins_per_s) | $(val $n login_p50_ms) ms | $(val $n login_p99_ms) ms | $(val $n server_us_per_login) µs | $(val $n gen_us_per_login) µs | \`$(cmd $n)\` |"
+done
+cat <<EOF
+
+### 1:1 chat
+
+| run | delivered/s | lost | p50 | p90 | p99 | max | server CPU | server µs per message | generator µs per message | command |
+| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |
+EOF
+for n in chat_sat chat_2000; do
+    case $n in chat_sat) what="saturation, 100 pairs, 8 in flight each way";; chat_2000) what="2,000 msg/s offered, 500 pairs";; esac
+    echo "| $what | $(val $n delivered_per_s) | $(val $n lost) | $(val $n lat_p50_us) µs | $(val $n lat_p90_us) µs | $(val $n lat_p99_us) µs | $(val $n lat_max_us) µs | $(val $n server_cpu_pct)% | $(val $n server_us_per_delivery) | $(val $n gen_us_per_delivery) | \`$(cmd $n)\` |"
+done
+cat <<EOF
+
+### Rooms (groupchat fan-out, flat out)
+
+| room size | rooms | senders | messages sent/s | deliveries/s | lost | p50 | p99 | server CPU | server µs per delivered stanza | command |
+| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |
+EOF
+for n in muc_10 muc_100 muc_1000; do
+    size=${n#muc_}
+    echo "| $size | $(val $n rooms) | $(val $n senders) | $(val $n sent_per_s) | $(val $n delivered_per_s) | $(val $n lost) | $(val $n lat_p50_us) µs | $(val $n lat_p99_us) µs | $(val $n server_cpu_pct)% | $(val $n server_us_per_delivery) | \`$(cmd $n)\` |"
+done
+cat <<EOF
+
+### TCP_DEFER_ACCEPT: 2,000 connections that send nothing
+
+| defer_accept | connected | server CPU during the test | server RSS change | command |
+| --- | ---: | ---: | ---: | --- |
+| 10 (default) | $(val silent_defer connected) | $(val silent_defer server_cpu_total_s) s | $(val silent_defer server_rss_delta_total_kb) kB | \`$(cmd silent_defer)\` |
+| 0 (off) | $(val silent_nodefer connected) | $(val silent_nodefer server_cpu_total_s) s | $(val silent_nodefer server_rss_delta_total_kb) kB | \`$(cmd silent_nodefer)\` (config \`defer_accept = 0\`) |
+EOF
+
+fails=$(cat "$TMP"/* 2>/dev/null | grep -h '^RESULT' | grep -c 'first_error=[^-]' || true)
+echo
+echo "Raw summary lines:"
+echo
+echo '```'
+for n in scram_warm login_scram login_plain login_scram_paced idle idle_header idle_auth idle_bind chat_sat chat_2000 muc_10 muc_100 muc_1000 silent_defer silent_nodefer; do
+    echo "$n: $(cut -c8- "$TMP/$n")"
+done
+echo '```'
+[ "$fails" = 0 ] || log "$fails run(s) reported an error (first_error=...) - see the raw lines"
+exit 0
