@@ -190,17 +190,22 @@ static int run_adduser(const char *conf, const char *jid) {
     return pclose(p) == 0 ? 0 : -1;
 }
 
-static int start_server(const char *extra_config) {
-    char conf[PATH_MAX], text[2048], log[PATH_MAX];
+static char data_dir[PATH_MAX];
+
+/* Start couplet on a free port. A fresh data directory unless keep_data (a restart after a crash). */
+static int start_server_in(const char *extra_config, int keep_data) {
+    char conf[PATH_MAX], text[PATH_MAX + 1024], log[PATH_MAX];
     port = free_port();
+    if (!keep_data) snprintf(data_dir, sizeof data_dir, "%s/data-%d", tmpdir, port);
     snprintf(conf, sizeof conf, "%s/couplet.conf", tmpdir);
     snprintf(log, sizeof log, "%s/server.log", tmpdir);
     snprintf(text, sizeof text,
              "domain = localhost\nmuc_domain = conference.localhost\nbind = 127.0.0.1\nc2s_port = %d\n"
-             "c2s_tls_port = 0\ndata_dir = %s/data-%d\nlog_level = warn\nscram_iterations = 64\n%s",
-             port, tmpdir, port, extra_config);
+             "c2s_tls_port = 0\ndata_dir = %s\nlog_level = warn\nscram_iterations = 64\n%s",
+             port, data_dir, extra_config);
     if (write_file(conf, text) < 0) return -1;
-    if (run_adduser(conf, "romeo@localhost") < 0 || run_adduser(conf, "juliet@localhost") < 0) return -1;
+    if (!keep_data && (run_adduser(conf, "romeo@localhost") < 0 || run_adduser(conf, "juliet@localhost") < 0))
+        return -1;
     server_pid = fork();
     if (server_pid < 0) return -1;
     if (server_pid == 0) {
@@ -218,6 +223,10 @@ static int start_server(const char *extra_config) {
         usleep(50000);
     }
     return -1;
+}
+
+static int start_server(const char *extra_config) {
+    return start_server_in(extra_config, 0);
 }
 
 /* SIGTERM, then wait; returns the exit status, or -1 if it had to be killed or died of a signal */
@@ -395,6 +404,134 @@ static void test_handshake_timeout(void) {
     client_close(&c);
 }
 
+/* ---- crash safety: kill -9 at random moments loses nothing that was acknowledged ---- */
+
+static unsigned rnd_state = 12345;
+static unsigned rnd(unsigned n) {
+    rnd_state = rnd_state * 1103515245u + 12345u;
+    return (rnd_state >> 8) % n;
+}
+
+/* `couplet adduser` killed at random instants: the account file always loads, and every account whose
+ * command exited 0 is in it. */
+static void test_adduser_kill9(void) {
+    char conf[PATH_MAX], text[PATH_MAX + 1024], dir[PATH_MAX + 16], err[256];
+    snprintf(dir, sizeof dir, "%s/crash-accounts", tmpdir);
+    snprintf(conf, sizeof conf, "%s/crash.conf", tmpdir);
+    snprintf(text, sizeof text, "data_dir = %s\nscram_iterations = 64\nlog_level = error\n", dir);
+    if (write_file(conf, text) < 0) {
+        CHECK(0, "write %s", conf);
+        return;
+    }
+    enum { ROUNDS = 60 };
+    int acked[ROUNDS] = {0}, killed = 0;
+    /* how long one adduser takes here (a sanitized build is slower): the kills are spread over twice that */
+    long t0 = now_ms();
+    if (run_adduser(conf, "probe@localhost") < 0) CHECK(0, "an adduser that is not killed succeeds");
+    unsigned span_us = (unsigned)(now_ms() - t0 + 1) * 1000u;
+    for (int i = 0; i < ROUNDS; i++) {
+        int in[2];
+        if (pipe(in) < 0) break;
+        pid_t pid = fork();
+        if (pid == 0) {
+            char jid[64];
+            snprintf(jid, sizeof jid, "user%d@localhost", i);
+            dup2(in[0], 0);
+            close(in[1]);
+            int devnull = open("/dev/null", O_WRONLY);
+            if (devnull >= 0) dup2(devnull, 2);
+            execl(couplet_bin, couplet_bin, "-c", conf, "adduser", jid, (char *)NULL);
+            _exit(127);
+        }
+        close(in[0]);
+        if (write(in[1], "password\n", 9) != 9) { /* the child may already be gone */ }
+        close(in[1]);
+        usleep(rnd(2 * span_us));  /* kills land before, during and after the write */
+        kill(pid, SIGKILL);
+        int st = 0;
+        waitpid(pid, &st, 0);
+        if (WIFEXITED(st) && WEXITSTATUS(st) == 0) acked[i] = 1;
+        else killed++;
+    }
+    auth_store *store = auth_store_open(dir, 64, err, sizeof err);
+    CHECK(store != NULL, "the account file loads after %d kill -9s: %s", killed, err);
+    if (!store) return;
+    int missing = 0, acked_n = 0;
+    for (int i = 0; i < ROUNDS; i++) {
+        char user[32];
+        snprintf(user, sizeof user, "user%d", i);
+        acked_n += acked[i];
+        if (acked[i] && !auth_user_exists(store, user)) missing++;
+    }
+    CHECK_INT(0, missing);
+    CHECK(killed > 0 && acked_n > 0, "the kills landed both before and after acknowledgement (killed %d, acked %d)",
+          killed, acked_n);
+    auth_store_free(store);
+}
+
+static void send_room_config(client *c, const char *id, const char *field, const char *value) {
+    char xml[1024];
+    snprintf(xml, sizeof xml,
+             "<iq type='set' id='%s' to='keep@conference.localhost'><query xmlns='http://jabber.org/protocol/muc#owner'>"
+             "<x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE'><value>"
+             "http://jabber.org/protocol/muc#roomconfig</value></field><field var='muc#roomconfig_%s'><value>%s"
+             "</value></field></x></query></iq>", id, field, value);
+    send_str(c->fd, xml);
+}
+
+/* The server killed right after a persistent room change was acknowledged, or in the middle of the next
+ * one: after a restart the room is there with at least the acknowledged change. */
+static void test_room_kill9(void) {
+    int rounds = 8, lost = 0, restarted = 0;
+    if (start_server_in("require_encryption = false\n", 0) < 0) {
+        CHECK(0, "server started for the room crash test");
+        return;
+    }
+    for (int round = 0; round < rounds; round++) {
+        client c;
+        char want[64], desc[32], id[32];
+        if (round > 0 && start_server_in("require_encryption = false\n", 1) < 0) break;
+        restarted += round > 0;
+        if (client_login(&c, "romeo", "keeper") < 0) {
+            CHECK(0, "romeo logs in after restart %d: %s", round, c.buf);
+            break;
+        }
+        send_str(c.fd, "<presence to='keep@conference.localhost/Romeo'><x xmlns='http://jabber.org/protocol/muc'/></presence>");
+        client_expect(&c, "<subject");
+        if (round == 0) {
+            client_clear(&c);
+            send_room_config(&c, "p0", "persistentroom", "1");
+            client_expect(&c, "id='p0'");
+        } else {
+            /* the description acknowledged before the last kill must have survived it */
+            client_clear(&c);
+            send_str(c.fd, "<iq type='get' id='g' to='keep@conference.localhost'>"
+                           "<query xmlns='http://jabber.org/protocol/muc#owner'/></iq>");
+            snprintf(want, sizeof want, "<value>round%d</value>", round - 1);
+            if (!client_expect(&c, want)) {
+                lost++;
+                fprintf(stderr, "after restart %d expected %s in the config form, got: %.400s\n", round, want, c.buf);
+            }
+        }
+        snprintf(desc, sizeof desc, "round%d", round);
+        snprintf(id, sizeof id, "d%d", round);
+        client_clear(&c);
+        send_room_config(&c, id, "roomdesc", desc);
+        snprintf(want, sizeof want, "id='%s'", id);
+        CHECK(client_expect(&c, want), "room change %d acknowledged: %s", round, c.buf);
+        /* the next change is in flight when the kill comes */
+        send_room_config(&c, "next", "roomname", "in-flight");
+        usleep(rnd(3000));
+        kill(server_pid, SIGKILL);
+        waitpid(server_pid, NULL, 0);
+        server_pid = -1;
+        client_close(&c);
+    }
+    CHECK_INT(rounds - 1, restarted);
+    CHECK_INT(0, lost);
+    if (server_pid > 0) stop_server();
+}
+
 int main(int argc, char **argv) {
     (void)argc;
     char self[PATH_MAX];
@@ -427,6 +564,8 @@ int main(int argc, char **argv) {
     } else {
         CHECK(0, "server started (encryption required)");
     }
+    test_adduser_kill9();
+    test_room_kill9();
     char cmd[PATH_MAX + 32];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmpdir);
