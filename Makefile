@@ -12,7 +12,8 @@ CORE_SRCS = net_epoll.c xml.c server.c auth.c muc.c jid.c config.c store.c
 CORE_OBJS = $(CORE_SRCS:%.c=$(BUILD)/%.o)
 TEST_SRCS = $(wildcard tests/test_*.c)
 TEST_BINS = $(TEST_SRCS:tests/%.c=$(BUILD)/%)
-HEADERS   = $(wildcard *.h) tests/check.h
+HEADERS   = $(wildcard *.h)
+TEST_HEADERS = $(HEADERS) $(wildcard tests/*.h)
 
 .PHONY: all run test asan unit specs clean valgrind
 
@@ -24,10 +25,10 @@ $(BUILD)/%.o: %.c $(HEADERS) | $(BUILD)
 $(BUILD)/couplet: $(BUILD)/main.o $(CORE_OBJS)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/scs_runner: tests/scs_runner.c $(CORE_OBJS) $(HEADERS)
+$(BUILD)/scs_runner: tests/scs_runner.c $(CORE_OBJS) $(TEST_HEADERS)
 	$(CC) $(WARN) $(CFLAGS) -I. -o $@ tests/scs_runner.c $(CORE_OBJS) $(LDLIBS)
 
-$(BUILD)/test_%: tests/test_%.c $(CORE_OBJS) $(HEADERS)
+$(BUILD)/test_%: tests/test_%.c $(CORE_OBJS) $(TEST_HEADERS)
 	$(CC) $(WARN) $(CFLAGS) -I. -o $@ $< $(CORE_OBJS) $(LDLIBS)
 
 $(BUILD):
@@ -61,7 +62,7 @@ FUZZ_CC      ?= clang
 FUZZ_DIR      = build/fuzz
 FUZZ_FLAGS    = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter -g -O1 -I. \
                 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
-FUZZ_NAMES    = xml jid sasl stream
+FUZZ_NAMES   ?= xml jid sasl stream
 FUZZ_BINS     = $(FUZZ_NAMES:%=$(FUZZ_DIR)/fuzz_%)
 FUZZ_STREAM_SRCS = server.c xml.c auth.c muc.c jid.c config.c store.c fuzz/fake_net.c
 
