@@ -39,11 +39,17 @@ void config_defaults(config *c)
     c->scram_iterations = 4096;
     c->sasl_max_attempts = 3;
     c->max_connections = 100000;
+    c->max_connections_per_ip = 100;
+    c->max_read_rate = 65536;
+    c->max_read_burst = 262144;
+    c->auth_failures_per_ip = 10;
+    c->auth_lockout = 60;
     c->max_sessions_per_account = 10;
     c->log_level = LOG_INFO;
     c->muc_create = 1;
     c->muc_max_rooms = 10000;
     c->muc_max_occupants = 1000;
+    c->muc_max_rooms_per_user = 100;
     c->muc_max_history = 100;
     c->muc_default_history = 20;
     c->muc_default_persistent = 0;
@@ -109,12 +115,18 @@ static const key_def keys[] = {
     { "scram_iterations", K_INT, FIELD(scram_iterations), 1, 10000000 },
     { "sasl_max_attempts", K_INT, FIELD(sasl_max_attempts), 1, 1000 },
     { "max_connections", K_INT, FIELD(max_connections), 1, 100000000 },
+    { "max_connections_per_ip", K_INT, FIELD(max_connections_per_ip), 0, 100000000 },
+    { "max_read_rate", K_SIZE, FIELD(max_read_rate), 0, 1LL << 40 },
+    { "max_read_burst", K_SIZE, FIELD(max_read_burst), 0, 1LL << 40 },
+    { "auth_failures_per_ip", K_INT, FIELD(auth_failures_per_ip), 0, 1000000 },
+    { "auth_lockout", K_INT, FIELD(auth_lockout), 1, DAY },
     { "max_sessions_per_account", K_INT, FIELD(max_sessions_per_account), 1, 1000000 },
     { "log_level", K_LOGLEVEL, FIELD(log_level), LOG_ERR, LOG_DEBUG },
     { "muc_create", K_BOOL, FIELD(muc_create), 0, 1 },
     { "admins", K_ADMINS, FIELD(admins), 0, 0 },
     { "muc_max_rooms", K_INT, FIELD(muc_max_rooms), 1, 100000000 },
     { "muc_max_occupants", K_INT, FIELD(muc_max_occupants), 1, 100000000 },
+    { "muc_max_rooms_per_user", K_INT, FIELD(muc_max_rooms_per_user), 1, 100000000 },
     { "muc_max_history", K_INT, FIELD(muc_max_history), 0, 1000000 },
     { "muc_default_history", K_INT, FIELD(muc_default_history), 0, 1000000 },
     { "muc_default_persistent", K_BOOL, FIELD(muc_default_persistent), 0, 1 },

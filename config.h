@@ -25,6 +25,11 @@ typedef struct config {
     int scram_iterations;
     int sasl_max_attempts;
     int max_connections;
+    int max_connections_per_ip;
+    size_t max_read_rate;       /* bytes per second per connection, 0 = unlimited */
+    size_t max_read_burst;
+    int auth_failures_per_ip;   /* failed SASL attempts from one address before it is locked out */
+    int auth_lockout;           /* seconds that lockout lasts */
     int max_sessions_per_account;
     int log_level;              /* 0 error, 1 warn, 2 info, 3 debug */
     /* multi-user chat */
@@ -32,6 +37,7 @@ typedef struct config {
     char admins[1024];          /* space separated bare JIDs */
     int muc_max_rooms;
     int muc_max_occupants;
+    int muc_max_rooms_per_user; /* rooms one account may be in at once */
     int muc_max_history;        /* upper bound for a room's history length */
     int muc_default_history;    /* history length of a new room */
     int muc_default_persistent;

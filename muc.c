@@ -95,10 +95,15 @@ struct muc_service {
     xml_arena *arena;
     enc e[3], tmp, hist;
     room *touched;                  /* room whose dead sessions or emptiness must be handled */
+    struct user_rooms **utab;       /* rooms each bare JID is in, for max_rooms_per_user */
     unsigned long fwd_counter;
     jid fj, tj;                     /* scratch: sender and recipient of the current stanza */
     char from[JID_MAX], bare[JID_MAX];
 };
+
+/* how many rooms one bare JID is in; entries exist only while that is at least one */
+typedef struct user_rooms { struct user_rooms *next; unsigned n; char bare[]; } user_rooms;
+#define UTAB_SIZE 4096
 
 /* ------------------------------------------------------------------ small helpers */
 
@@ -468,6 +473,44 @@ static void fwd_clear(fwd_iq *f)
     memset(f, 0, sizeof *f);
 }
 
+static user_rooms **user_rooms_slot(muc_service *m, const char *bare);
+
+static unsigned user_rooms_count(muc_service *m, const char *bare)
+{
+    user_rooms **pp = user_rooms_slot(m, bare);
+    return pp && *pp ? (*pp)->n : 0;
+}
+
+/* +1 when the user enters a room as a new occupant, -1 when that occupant is gone */
+static int user_rooms_add(muc_service *m, const char *bare, int delta)
+{
+    user_rooms **pp = user_rooms_slot(m, bare);
+    if (!pp) return -1;
+    if (!*pp) {
+        if (delta < 0) return 0;
+        size_t n = strlen(bare) + 1;
+        user_rooms *u = calloc(1, sizeof *u + n);
+        if (!u) return -1;
+        memcpy(u->bare, bare, n);
+        *pp = u;
+    }
+    user_rooms *u = *pp;
+    if (delta < 0 && u->n <= 1) {
+        *pp = u->next;
+        free(u);
+        return 0;
+    }
+    u->n = (unsigned)((int)u->n + delta);
+    return 0;
+}
+
+/* an occupant leaves the room for good */
+static void occupant_drop(muc_service *m, room *r, occupant *o)
+{
+    user_rooms_add(m, o->bare, -1);
+    occupant_free(r, o);
+}
+
 static void room_free(room *r)
 {
     while (r->first) occupant_free(r, r->first);
@@ -552,7 +595,16 @@ static void room_unlink(muc_service *m, room *r)
     for (pp = &m->rooms; *pp && *pp != r; pp = &(*pp)->next) {}
     if (*pp) *pp = r->next;
     m->nrooms--;
+    while (r->first) occupant_drop(m, r, r->first);
     room_free(r);
+}
+
+static user_rooms **user_rooms_slot(muc_service *m, const char *bare)
+{
+    if (!m->utab && !(m->utab = calloc(UTAB_SIZE, sizeof *m->utab))) return NULL;
+    user_rooms **pp = &m->utab[hash_str(bare) & (UTAB_SIZE - 1)];
+    while (*pp && strcmp((*pp)->bare, bare)) pp = &(*pp)->next;
+    return pp;
 }
 
 /* ------------------------------------------------------------------ persistence */
@@ -861,7 +913,7 @@ static void broadcast_presence(muc_service *m, room *r, occupant *o, const pres_
 static void occupant_leave(muc_service *m, room *r, occupant *o, const pres_spec *p)
 {
     broadcast_presence(m, r, o, p, 1);
-    occupant_free(r, o);
+    occupant_drop(m, r, o);
     m->touched = r;
 }
 
@@ -1039,7 +1091,15 @@ static void presence_join(muc_service *m, room *r, const xml_node *st, const cha
             send_error(m, st, "wait", "service-unavailable", r->jid);
             return;
         }
+        if (m->cfg.max_rooms_per_user > 0 && user_rooms_count(m, m->bare) >= (unsigned)m->cfg.max_rooms_per_user) {
+            send_error(m, st, "cancel", "policy-violation", r->jid);
+            return;
+        }
         o = occupant_add(r, nick, m->bare, m->from);
+        if (o && user_rooms_add(m, m->bare, +1) < 0) {
+            occupant_free(r, o);
+            o = NULL;
+        }
         if (!o) { send_error(m, st, "wait", "resource-constraint", r->jid); return; }
         o->aff = (unsigned char)aff;
         o->role = (unsigned char)role_for(r, aff);
@@ -1047,7 +1107,7 @@ static void presence_join(muc_service *m, room *r, const xml_node *st, const cha
         join_output(m, r, o, o->sessions, created, mucx);
         if (o->sessions->dead) {
             /* gone before anyone else heard of it: leave without a word */
-            occupant_free(r, o);
+            occupant_drop(m, r, o);
             return;
         }
         pres_spec p = current_spec(o);
@@ -2066,6 +2126,9 @@ void muc_service_free(muc_service *m)
     if (!m) return;
     while (m->rooms) { room *r = m->rooms; m->rooms = r->next; room_free(r); }
     free(m->rtab);
+    for (unsigned i = 0; m->utab && i < UTAB_SIZE; i++)
+        while (m->utab[i]) { user_rooms *u = m->utab[i]; m->utab[i] = u->next; free(u); }
+    free(m->utab);
     for (int i = 0; i < 3; i++) xml_buf_free(&m->e[i].b);
     xml_buf_free(&m->tmp.b);
     xml_buf_free(&m->hist.b);

@@ -23,6 +23,7 @@ typedef struct muc_config {
     int create_rooms;           /* 1 = any local user may create rooms, 0 = admins only */
     int max_rooms;
     int max_occupants;          /* per room, upper bound for maxusers */
+    int max_rooms_per_user;     /* rooms one bare JID may be in at once (0 = no limit) */
     int max_history;            /* upper bound for historylength */
     int default_history;
     int default_persistent;

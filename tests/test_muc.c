@@ -145,6 +145,7 @@ static muc_service *service(int create_rooms)
     muc_config cfg = {
         .domain = "conference.localhost", .server_domain = "localhost", .data_dir = data_dir,
         .create_rooms = create_rooms, .max_rooms = 5, .max_occupants = 4, .max_history = 20,
+        .max_rooms_per_user = 3,
         .default_history = 10, .default_persistent = 0, .default_public = 1,
     };
     static muc_host host = { NULL, fake_deliver, fake_is_admin };
@@ -799,6 +800,36 @@ static void test_persistence(void)
     unlink(path);
 }
 
+/* one account may be in at most max_rooms_per_user rooms at once; leaving one makes room for another */
+static void test_rooms_per_user(void)
+{
+    muc_service *m = service(1);
+    static const char *const rooms[] = { "r1", "r2", "r3" };
+    char xml[256];
+    for (int i = 0; i < 3; i++) {
+        snprintf(xml, sizeof xml, "<presence to='%s@conference.localhost/Romeo'>" XMUC "</presence>", rooms[i]);
+        feed(m, ROMEO, xml);
+        EXPECT_HAS(ROMEO, "status code='201'");
+        EXPECT_HAS(ROMEO, "<subject/>");
+    }
+    EXPECT_END();
+    feed(m, ROMEO, "<presence to='r4@conference.localhost/Romeo'>" XMUC "</presence>");
+    EXPECT_HAS(ROMEO, "type='error'", "<policy-violation xmlns='" STZ "'/>");
+    EXPECT_END();
+    feed(m, ROMEO, "<presence to='r1@conference.localhost/Romeo' type='unavailable'/>");
+    EXPECT_HAS(ROMEO, "type='unavailable'", "status code='110'");
+    EXPECT_END();
+    feed(m, ROMEO, "<presence to='r4@conference.localhost/Romeo'>" XMUC "</presence>");
+    EXPECT_HAS(ROMEO, "status code='201'");
+    EXPECT_HAS(ROMEO, "<subject/>");
+    EXPECT_END();
+    /* another account is not limited by Romeo's rooms */
+    feed(m, JULIET, "<presence to='r2@conference.localhost/Juliet'>" XMUC "</presence>");
+    EXPECT_HAS(JULIET, "from='r2@conference.localhost/Romeo'");
+    clear_recs();
+    muc_service_free(m);
+}
+
 int main(int argc, char **argv)
 {
     verbose = argc > 1;
@@ -814,6 +845,7 @@ int main(int argc, char **argv)
     test_config_form();
     test_invites_and_destroy();
     test_persistence();
+    test_rooms_per_user();
     clear_recs();
     xml_arena_free(in_arena);
     rm_rf(data_dir);
