@@ -117,9 +117,9 @@ static int cmd_import(const config *cfg) {
     return 0;
 }
 
-static int cmd_run(const config *cfg) {
+static int cmd_run(const config *cfg, const char *path) {
     char err[512];
-    server *srv = server_new(cfg, err, sizeof err);
+    server *srv = server_new(cfg, path, err, sizeof err);
     if (!srv) {
         log_err("%s", err);
         return 1;
@@ -149,7 +149,7 @@ int main(int argc, char **argv) {
     log_level = cfg.log_level;
     const char *cmd = i < argc ? argv[i] : NULL;
     int nargs = argc - i - 1;
-    if (!cmd) return cmd_run(&cfg);
+    if (!cmd) return cmd_run(&cfg, path);
     if (!strcmp(cmd, "check") && nargs == 0) {
         printf("%s: configuration is valid\n", path ? path : "(embedded defaults)");
         return 0;

@@ -1632,7 +1632,9 @@ static void apply_affiliation(muc_service *m, room *r, occupant *actor, admin_ch
 {
     if (set_aff(r, c->bare, c->aff, NULL) < 0) return;   /* NULL: a reserved nick is kept */
     int found = 0;
-    const char *an = actor ? actor->nick : NULL;
+    /* a copy: the actor may be removed by this very change (an owner outcasting their own JID) */
+    char an_buf[JID_PART_MAX + 1];
+    const char *an = actor ? (snprintf(an_buf, sizeof an_buf, "%s", actor->nick), an_buf) : NULL;
     occupant *q = r->first;
     while (q) {
         occupant *nx = q->next;
@@ -1660,7 +1662,9 @@ static void apply_affiliation(muc_service *m, room *r, occupant *actor, admin_ch
 static void apply_role(muc_service *m, room *r, occupant *actor, admin_change *c)
 {
     occupant *q = c->target;
-    const char *an = actor ? actor->nick : NULL;
+    /* a copy: the actor may be removed by this very change (an owner outcasting their own JID) */
+    char an_buf[JID_PART_MAX + 1];
+    const char *an = actor ? (snprintf(an_buf, sizeof an_buf, "%s", actor->nick), an_buf) : NULL;
     if (c->role == ROLE_NONE) { occupant_remove(m, r, q, 307, an, c->reason); return; }
     q->role = (unsigned char)c->role;
     pres_spec p = current_spec(q);

@@ -9,7 +9,20 @@
  * A connection dies in exactly one place, conn_kill(): it closes the socket, calls on_close once and
  * puts the net_conn on the end-of-turn list, which frees it after every event of the turn has been
  * dispatched. conn_kill() is only reached from loop code, never from a call a handler made, so a handler
- * never sees its session freed under it. */
+ * never sees its session freed under it.
+ *
+ * Input limits. A peer address may hold at most max_per_ip connections: live connections are counted in
+ * a small hash table keyed by the 16-byte address (IPv4 in its IPv4-mapped IPv6 form, so a dual-stack
+ * listener counts a v4 peer once), with a secret random hash key so a peer choosing IPv6 addresses cannot
+ * aim at one chain. Each connection also has a token bucket of read_rate bytes per second: it is refilled
+ * from the elapsed time whenever it is used, a read never asks the socket for more than the tokens, and a
+ * connection out of tokens loses its EPOLLIN interest and waits on the throttled queue. The peer is then
+ * slowed by TCP itself (its data stays in the kernel's receive buffer, the window closes), never by
+ * buffering it here. All throttled connections refill at the same rate, so each is revisited a fixed time
+ * after it was queued and the queue is in deadline order. With TLS the bucket is charged the ciphertext
+ * taken from the socket (the socket BIO's byte counter around each OpenSSL call); a read is started only
+ * with tokens left, and as OpenSSL completes a record once it starts one, the bucket can go into debt by at
+ * most one record, which is paid back before the next read. */
 #include "net_epoll.h"
 #include "config.h"
 
@@ -29,10 +42,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/bio.h>
 #include <openssl/bn.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
@@ -47,6 +62,10 @@
 #define NET_MAX_OUTPUT_CAP  (1u << 30)  /* queue offsets are 32-bit */
 #define NET_CLOSE_GRACE     5           /* seconds a closing connection may take to flush */
 #define NET_STOP_GRACE_MS   2000
+#define NET_RATE_MAX        (1u << 30)  /* bytes per second; more is as good as unlimited */
+#define NET_BURST_MAX       (1 << 30)   /* tokens are a signed 32-bit count that may go into debt */
+#define NET_RESUME_BYTES    4096        /* a throttled connection is read again with this much refilled */
+#define NET_IP_BUCKETS_MIN  64
 
 enum {
     F_DEAD          = 1 << 0,   /* on_close done; freed at the end of the turn */
@@ -61,30 +80,51 @@ enum {
     F_OUT_WANTS_READ = 1 << 9,  /* SSL_write wants input first */
     F_IN_WANTS_WRITE = 1 << 10, /* SSL_read or the handshake wants EPOLLOUT first */
     F_POLLOUT       = 1 << 11,  /* EPOLLOUT is in the registered interest */
+    F_POLLIN_OFF    = 1 << 12,  /* EPOLLIN is not in the registered interest (throttled) */
+    F_PER_IP        = 1 << 13,  /* counted in the per-address table */
 };
 
-/* Per connection, so sized on purpose: 120 bytes (a 128-byte malloc chunk). The peer address is kept
- * as text because callers log it; INET6_ADDRSTRLEN is exactly what is left to reach 120. */
+/* Per connection, so sized on purpose: 128 bytes (a 128-byte malloc chunk plus its header, 144 with
+ * glibc). The peer address is kept as text because callers log it (and the per-address count is found
+ * again from it at close); INET6_ADDRSTRLEN is exactly what is left to reach 128. Seconds and the
+ * bucket's milliseconds are 32-bit: last_input holds the epoch seconds until 2106, and the bucket's
+ * stamp wraps after 49 days, which at worst makes a connection idle that long wait one refill. */
 struct net_conn {
     net_loop *loop;
     void *ud;
     SSL *ssl;               /* NULL until TLS starts */
     char *out;              /* output queue; NULL when empty, so idle connections hold none */
     net_conn *todo_next;    /* end-of-turn list: flush, finish closing, free */
-    time_t last_input;
+    uint32_t last_input;    /* epoch seconds */
     uint32_t out_off, out_len, out_cap;     /* unsent bytes are out[out_off, out_len) */
     uint32_t plain_left;    /* STARTTLS: queued bytes that still go out in plaintext */
     uint32_t timer_pos;     /* index + 1 in the timer heap; 0 = disarmed */
+    int32_t tokens;         /* read bucket in bytes; negative = debt (TLS finished a record) */
+    uint32_t tokens_ms;     /* monotonic ms (mod 2^32) the tokens were last refilled up to */
+    uint32_t thr_pos;       /* index + 1 in the throttled queue; 0 = not throttled */
     int fd;
     uint16_t flags;
     char peer[INET6_ADDRSTRLEN];
 };
-_Static_assert(sizeof(struct net_conn) <= 120, "struct net_conn is per connection: keep it small");
+_Static_assert(sizeof(struct net_conn) <= 128, "struct net_conn is per connection: keep it small");
 
 typedef struct net_timer {
     time_t when;
     net_conn *c;
 } net_timer;
+
+/* a throttled connection and when to look at it again (NULL: it died while waiting) */
+typedef struct net_throttled {
+    net_conn *c;
+    long long due_ms;       /* monotonic */
+} net_throttled;
+
+/* live connections from one peer address */
+typedef struct net_ip {
+    struct net_ip *next;
+    uint32_t count;
+    unsigned char addr[16];
+} net_ip;
 
 typedef struct net_listener {
     int fd;                 /* -1 once closed */
@@ -96,6 +136,9 @@ struct net_loop {
     net_handlers h;
     size_t max_output;
     int max_connections;
+    int max_per_ip;
+    uint32_t read_rate;     /* bytes per second, 0 = unlimited */
+    int32_t read_burst;
     int epfd, sigfd;
     int nconns;             /* live connections */
     int stopping;
@@ -104,7 +147,7 @@ struct net_loop {
     long long mono_ms;      /* monotonic, for the stop grace */
     long long stop_at_ms;
     time_t accept_paused_until;     /* fd exhaustion: listeners muted until then */
-    time_t last_full_log, last_emfile_log;
+    time_t last_full_log, last_emfile_log, last_per_ip_log;
     net_listener listeners[NET_MAX_LISTENERS];
     int nlisteners;
     net_conn **fds;         /* live connections by fd, for net_loop_free */
@@ -112,6 +155,11 @@ struct net_loop {
     net_timer *heap;
     uint32_t heap_len, heap_cap;
     net_conn *todo_head, *todo_tail;
+    net_throttled *thr;     /* ring in deadline order: [thr_head, thr_head + thr_len) mod thr_cap */
+    uint32_t thr_head, thr_len, thr_cap;
+    net_ip **ip_buckets;    /* per-address counts, only while max_per_ip > 0 */
+    uint32_t ip_nbuckets, ip_count;
+    uint64_t ip_key[2];     /* hash key, random per loop */
     SSL_CTX *ssl_ctx;
     char rbuf[NET_READ_BUF];        /* every read lands here; on_data's callee copies what it keeps */
 };
@@ -120,6 +168,8 @@ struct net_loop {
 #define EV_SIGNAL_INDEX NET_MAX_LISTENERS
 
 static void conn_kill(net_conn *c, const char *reason);
+static void conn_on_readable(net_conn *c);
+static void conn_update_events(net_conn *c);
 
 /* ---- clock ---- */
 
@@ -256,19 +306,314 @@ static void todo_add(net_conn *c)
     l->todo_tail = c;
 }
 
+/* ---- per-address connection counts ---- */
+
+static uint64_t rotl64(uint64_t x, int b)
+{
+    return (x << b) | (x >> (64 - b));
+}
+
+static void sip_round(uint64_t v[4])
+{
+    v[0] += v[1]; v[1] = rotl64(v[1], 13); v[1] ^= v[0]; v[0] = rotl64(v[0], 32);
+    v[2] += v[3]; v[3] = rotl64(v[3], 16); v[3] ^= v[2];
+    v[0] += v[3]; v[3] = rotl64(v[3], 21); v[3] ^= v[0];
+    v[2] += v[1]; v[1] = rotl64(v[1], 17); v[1] ^= v[2]; v[2] = rotl64(v[2], 32);
+}
+
+/* SipHash-2-4 of the 16 address bytes under the loop's random key: peers cannot predict the chains */
+static uint64_t ip_hash(const net_loop *l, const unsigned char addr[16])
+{
+    uint64_t m[3];
+    memcpy(m, addr, 16);
+    m[2] = (uint64_t)16 << 56;
+    uint64_t v[4] = { l->ip_key[0] ^ 0x736f6d6570736575ULL, l->ip_key[1] ^ 0x646f72616e646f6dULL,
+                      l->ip_key[0] ^ 0x6c7967656e657261ULL, l->ip_key[1] ^ 0x7465646279746573ULL };
+    for (int i = 0; i < 3; i++) {
+        v[3] ^= m[i];
+        sip_round(v);
+        sip_round(v);
+        v[0] ^= m[i];
+    }
+    v[2] ^= 0xff;
+    for (int i = 0; i < 4; i++)
+        sip_round(v);
+    return v[0] ^ v[1] ^ v[2] ^ v[3];
+}
+
+static void ip_map_v4(const void *v4, unsigned char out[16])
+{
+    memset(out, 0, 10);
+    out[10] = out[11] = 0xff;
+    memcpy(out + 12, v4, 4);
+}
+
+/* the table's key for a peer: IPv6 bytes, IPv4 as IPv4-mapped IPv6. 0, or -1 for another family */
+static int ip_key_of_sockaddr(const struct sockaddr_storage *sa, unsigned char out[16])
+{
+    if (sa->ss_family == AF_INET)
+        ip_map_v4(&((const struct sockaddr_in *)sa)->sin_addr, out);
+    else if (sa->ss_family == AF_INET6)
+        memcpy(out, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
+    else
+        return -1;
+    return 0;
+}
+
+/* the same key from the text peer_text() made: the connection keeps no second copy of its address */
+static int ip_key_of_text(const char *text, unsigned char out[16])
+{
+    struct in_addr v4;
+    if (strchr(text, ':'))
+        return inet_pton(AF_INET6, text, out) == 1 ? 0 : -1;
+    if (inet_pton(AF_INET, text, &v4) != 1)
+        return -1;
+    ip_map_v4(&v4, out);
+    return 0;
+}
+
+static net_ip **ip_slot(net_loop *l, const unsigned char addr[16])
+{
+    net_ip **p = &l->ip_buckets[ip_hash(l, addr) & (l->ip_nbuckets - 1)];
+    while (*p && memcmp((*p)->addr, addr, 16) != 0)
+        p = &(*p)->next;
+    return p;
+}
+
+static uint32_t ip_connections(net_loop *l, const unsigned char addr[16])
+{
+    if (!l->ip_nbuckets)
+        return 0;
+    net_ip *e = *ip_slot(l, addr);
+    return e ? e->count : 0;
+}
+
+/* twice the buckets when there are as many addresses as buckets; if that fails, chains just get longer */
+static void ip_grow(net_loop *l)
+{
+    uint32_t n = l->ip_nbuckets ? l->ip_nbuckets * 2 : NET_IP_BUCKETS_MIN;
+    net_ip **b = calloc(n, sizeof *b);
+    if (!b)
+        return;
+    for (uint32_t i = 0; i < l->ip_nbuckets; i++) {
+        net_ip *e, *next;
+        for (e = l->ip_buckets[i]; e; e = next) {
+            next = e->next;
+            net_ip **head = &b[ip_hash(l, e->addr) & (n - 1)];
+            e->next = *head;
+            *head = e;
+        }
+    }
+    free(l->ip_buckets);
+    l->ip_buckets = b;
+    l->ip_nbuckets = n;
+}
+
+static int ip_add(net_loop *l, const unsigned char addr[16])
+{
+    if (l->ip_count >= l->ip_nbuckets)
+        ip_grow(l);
+    if (!l->ip_nbuckets)
+        return -1;
+    net_ip **p = ip_slot(l, addr);
+    if (!*p) {
+        net_ip *e = calloc(1, sizeof *e);
+        if (!e)
+            return -1;
+        memcpy(e->addr, addr, 16);
+        *p = e;
+        l->ip_count++;
+    }
+    (*p)->count++;
+    return 0;
+}
+
+static void ip_release(net_conn *c)
+{
+    net_loop *l = c->loop;
+    unsigned char addr[16];
+    if (!(c->flags & F_PER_IP))
+        return;
+    c->flags &= ~F_PER_IP;
+    if (!l->ip_nbuckets || ip_key_of_text(c->peer, addr) < 0)
+        return;
+    net_ip **p = ip_slot(l, addr);
+    net_ip *e = *p;
+    if (e && --e->count == 0) {
+        *p = e->next;
+        free(e);
+        l->ip_count--;
+    }
+}
+
+static void ip_table_free(net_loop *l)
+{
+    for (uint32_t i = 0; i < l->ip_nbuckets; i++) {
+        net_ip *e, *next;
+        for (e = l->ip_buckets[i]; e; e = next) {
+            next = e->next;
+            free(e);
+        }
+    }
+    free(l->ip_buckets);
+    l->ip_buckets = NULL;
+    l->ip_nbuckets = l->ip_count = 0;
+}
+
+/* the limit was switched on or off: the table holds counts only while there is a limit */
+static void ip_table_rebuild(net_loop *l)
+{
+    unsigned char addr[16];
+    ip_table_free(l);
+    for (size_t i = 0; i < l->nfds; i++) {
+        net_conn *c = l->fds[i];
+        if (!c)
+            continue;
+        c->flags &= ~F_PER_IP;
+        if (l->max_per_ip > 0 && ip_key_of_text(c->peer, addr) == 0 && ip_add(l, addr) == 0)
+            c->flags |= F_PER_IP;
+    }
+}
+
+/* ---- read bucket and the throttled queue ---- */
+
+/* add the tokens earned since tokens_ms, up to the burst */
+static void bucket_refill(net_conn *c)
+{
+    const net_loop *l = c->loop;
+    uint32_t now = (uint32_t)l->mono_ms;
+    uint32_t elapsed = now - c->tokens_ms;
+    if (c->tokens >= l->read_burst) {
+        c->tokens = l->read_burst;
+        c->tokens_ms = now;
+        return;
+    }
+    uint64_t missing = (uint64_t)((int64_t)l->read_burst - c->tokens);
+    if (elapsed >= missing * 1000 / l->read_rate + 1) {
+        c->tokens = l->read_burst;
+        c->tokens_ms = now;
+        return;
+    }
+    uint64_t add = (uint64_t)elapsed * l->read_rate / 1000;    /* < missing + rate: no overflow */
+    if (add == 0)
+        return;             /* keep the stamp, or slow rates would never earn a token */
+    c->tokens = (int32_t)((int64_t)c->tokens + (int64_t)add);
+    if (c->tokens > l->read_burst)
+        c->tokens = l->read_burst;
+    /* the time those tokens took, rounded up (never more than elapsed): a refill can never grant more
+     * than the rate, and one that earned nothing (add == 0) left the stamp alone above */
+    c->tokens_ms += (uint32_t)((add * 1000 + l->read_rate - 1) / l->read_rate);
+}
+
+/* bytes the connection may take from its socket now; 0 = it must wait */
+static size_t bucket_allowance(net_conn *c)
+{
+    if (!c->loop->read_rate)
+        return SIZE_MAX;
+    bucket_refill(c);
+    return c->tokens > 0 ? (size_t)c->tokens : 0;
+}
+
+static void bucket_charge(net_conn *c, size_t n)
+{
+    if (!c->loop->read_rate || n == 0)
+        return;
+    int64_t t = (int64_t)c->tokens - (int64_t)(n > NET_BURST_MAX ? NET_BURST_MAX : n);
+    c->tokens = (int32_t)(t < -NET_BURST_MAX ? -NET_BURST_MAX : t);
+}
+
+/* how long an empty bucket takes to earn NET_RESUME_BYTES (or the burst, if smaller) */
+static long long throttle_period_ms(const net_loop *l)
+{
+    uint64_t want = l->read_burst < NET_RESUME_BYTES ? (uint64_t)l->read_burst : NET_RESUME_BYTES;
+    uint64_t ms = (want * 1000 + l->read_rate - 1) / l->read_rate;
+    return ms ? (long long)ms : 1;
+}
+
+/* Queue the connection to be looked at one period from now. Every entry gets the same period, so the
+ * queue stays in deadline order and its head is the next one due. */
+static int throttled_push(net_loop *l, net_conn *c, long long due_ms)
+{
+    if (l->thr_len == l->thr_cap) {
+        uint32_t cap = l->thr_cap ? l->thr_cap * 2 : 16;
+        net_throttled *t = malloc(cap * sizeof *t);
+        if (!t)
+            return -1;
+        for (uint32_t i = 0; i < l->thr_len; i++) {     /* unwrap the ring; slots move */
+            t[i] = l->thr[(l->thr_head + i) & (l->thr_cap - 1)];
+            if (t[i].c)
+                t[i].c->thr_pos = i + 1;
+        }
+        free(l->thr);
+        l->thr = t;
+        l->thr_cap = cap;
+        l->thr_head = 0;
+    }
+    uint32_t i = (l->thr_head + l->thr_len++) & (l->thr_cap - 1);
+    l->thr[i] = (net_throttled){ c, due_ms };
+    c->thr_pos = i + 1;
+    return 0;
+}
+
+/* out of tokens: stop reading the socket until the bucket has refilled a little */
+static void conn_throttle(net_conn *c)
+{
+    net_loop *l = c->loop;
+    if (c->thr_pos)
+        return;
+    if (throttled_push(l, c, l->mono_ms + throttle_period_ms(l)) < 0) {
+        log_err("net: out of memory throttling %s", c->peer);
+        c->flags |= F_NOMEM;
+        todo_add(c);
+    }
+}
+
+/* a dead connection leaves a hole, skipped when it reaches the head */
+static void throttled_drop(net_conn *c)
+{
+    if (!c->thr_pos)
+        return;
+    c->loop->thr[c->thr_pos - 1].c = NULL;
+    c->thr_pos = 0;
+}
+
+static void throttled_revisit(net_loop *l)
+{
+    while (l->thr_len > 0) {
+        net_throttled t = l->thr[l->thr_head];
+        if (t.c && l->read_rate && t.due_ms > l->mono_ms)
+            break;
+        l->thr_head = (l->thr_head + 1) & (l->thr_cap - 1);
+        l->thr_len--;
+        net_conn *c = t.c;
+        if (!c)
+            continue;
+        c->thr_pos = 0;
+        if (l->read_rate && bucket_allowance(c) == 0) {
+            conn_throttle(c);       /* still in debt (a TLS record) or the rate fell: another period */
+            continue;
+        }
+        conn_update_events(c);      /* EPOLLIN again: the kernel reports what waits */
+        if (c->ssl && SSL_pending(c->ssl) > 0)
+            conn_on_readable(c);    /* plaintext OpenSSL holds: no event would announce it */
+    }
+}
+
 /* ---- connections ---- */
 
 static void conn_update_events(net_conn *c)
 {
-    int want_out = (c->flags & (F_OUT_BLOCKED | F_IN_WANTS_WRITE)) != 0;
-    if (want_out == ((c->flags & F_POLLOUT) != 0))
+    uint16_t want = (c->flags & (F_OUT_BLOCKED | F_IN_WANTS_WRITE) ? F_POLLOUT : 0) |
+                    (c->thr_pos ? F_POLLIN_OFF : 0);
+    if (want == (c->flags & (F_POLLOUT | F_POLLIN_OFF)))
         return;
-    struct epoll_event ev = { .events = EPOLLIN | (want_out ? EPOLLOUT : 0), .data.ptr = c };
+    struct epoll_event ev = { .events = (want & F_POLLIN_OFF ? 0 : EPOLLIN) |
+                                        (want & F_POLLOUT ? EPOLLOUT : 0), .data.ptr = c };
     if (epoll_ctl(c->loop->epfd, EPOLL_CTL_MOD, c->fd, &ev) < 0) {
         log_err("net: epoll_ctl(MOD) for %s: %s", c->peer, strerror(errno));
         return;
     }
-    c->flags ^= F_POLLOUT;
+    c->flags = (uint16_t)((c->flags & ~(F_POLLOUT | F_POLLIN_OFF)) | want);
 }
 
 static void conn_free(net_conn *c)
@@ -287,6 +632,8 @@ static void conn_kill(net_conn *c, const char *reason)
         return;
     c->flags |= F_DEAD;
     timer_remove(c);
+    throttled_drop(c);
+    ip_release(c);
     if (epoll_ctl(l->epfd, EPOLL_CTL_DEL, c->fd, NULL) < 0)
         log_err("net: epoll_ctl(DEL) for %s: %s", c->peer, strerror(errno));
     l->fds[c->fd] = NULL;
@@ -361,24 +708,55 @@ static int tls_handshake(net_conn *c)
     return 1;
 }
 
+/* bytes OpenSSL has taken from the socket so far (for the read bucket) */
+static uint64_t tls_bytes_in(const net_conn *c)
+{
+    BIO *b = c->ssl ? SSL_get_rbio(c->ssl) : NULL;
+    return b ? BIO_number_read(b) : 0;
+}
+
+/* One TLS step (handshake, then a read): r > 0 plaintext bytes, 0 waiting or dead. The ciphertext it
+ * took from the socket is charged to the bucket, dead or not. */
+static ssize_t tls_read_step(net_conn *c)
+{
+    net_loop *l = c->loop;
+    uint64_t before = tls_bytes_in(c);
+    ssize_t n = 0;
+    if (!(c->flags & F_HANDSHAKE) || tls_handshake(c) > 0) {
+        ERR_clear_error();
+        int r = SSL_read(c->ssl, l->rbuf, sizeof l->rbuf);
+        if (r <= 0)
+            tls_wait_or_fail(c, r, 0);
+        else
+            n = r;
+    }
+    if (!(c->flags & F_DEAD))
+        bucket_charge(c, (size_t)(tls_bytes_in(c) - before));
+    return n;
+}
+
 static void conn_on_readable(net_conn *c)
 {
     net_loop *l = c->loop;
     c->flags &= ~F_IN_WANTS_WRITE;
     for (int i = 0; i < NET_READS_PER_TURN || (c->ssl && SSL_pending(c->ssl) > 0); i++) {
         ssize_t n;
-        if ((c->flags & F_HANDSHAKE) && tls_handshake(c) <= 0)
-            break;
-        if (c->ssl) {
-            ERR_clear_error();
-            int r = SSL_read(c->ssl, l->rbuf, sizeof l->rbuf);
-            if (r <= 0) {
-                tls_wait_or_fail(c, r, 0);
+        size_t want = sizeof l->rbuf;
+        /* plaintext OpenSSL already holds was charged as ciphertext: only the socket needs tokens */
+        if (!(c->ssl && SSL_pending(c->ssl) > 0)) {
+            size_t allowed = c->thr_pos ? 0 : bucket_allowance(c);
+            if (allowed == 0) {
+                conn_throttle(c);
                 break;
             }
-            n = r;
+            if (allowed < want)
+                want = allowed;
+        }
+        if (c->ssl) {
+            if ((n = tls_read_step(c)) <= 0)
+                break;
         } else {
-            n = read(c->fd, l->rbuf, sizeof l->rbuf);
+            n = read(c->fd, l->rbuf, want);
             if (n == 0) {
                 conn_kill(c, "peer closed");
                 break;
@@ -390,14 +768,15 @@ static void conn_on_readable(net_conn *c)
                     conn_kill(c, strerror(errno));
                 break;
             }
+            bucket_charge(c, (size_t)n);
         }
-        c->last_input = l->now;
+        c->last_input = (uint32_t)l->now;
         /* closing: input ignored; STARTTLS: plaintext after the command is discarded */
         if (!(c->flags & (F_CLOSING | F_STARTTLS)) && l->h.on_data)
             l->h.on_data(c->ud, c, l->rbuf, (size_t)n);
         if (c->flags & F_DEAD)
             break;
-        if (!c->ssl && (size_t)n < sizeof l->rbuf)
+        if (!c->ssl && (size_t)n < want)
             break;          /* a short read drained the socket: skip the EAGAIN syscall */
     }
     if (!(c->flags & F_DEAD))
@@ -562,7 +941,9 @@ static void conn_open(net_loop *l, int fd, const struct sockaddr_storage *sa, co
     }
     c->loop = l;
     c->fd = fd;
-    c->last_input = l->now;
+    c->last_input = (uint32_t)l->now;
+    c->tokens = l->read_rate ? l->read_burst : NET_BURST_MAX;    /* clipped to the burst when used */
+    c->tokens_ms = (uint32_t)l->mono_ms;
     peer_text(sa, c->peer, sizeof c->peer);
     if (ls->tls) {
         if (!l->ssl_ctx) {
@@ -593,6 +974,17 @@ static void conn_open(net_loop *l, int fd, const struct sockaddr_storage *sa, co
     }
     l->fds[fd] = c;
     l->nconns++;
+    if (l->max_per_ip > 0) {
+        unsigned char addr[16];
+        if (ip_key_of_sockaddr(sa, addr) == 0) {
+            if (ip_add(l, addr) < 0) {
+                log_err("net: out of memory counting connections from %s", c->peer);
+                conn_kill(c, "out of memory");      /* no ud yet: on_close is not called */
+                return;
+            }
+            c->flags |= F_PER_IP;
+        }
+    }
     void *ud = l->h.on_open ? l->h.on_open(l->h.ud, c, ls->tag) : NULL;
     if (!ud) {
         conn_kill(c, "refused");    /* no ud: on_close is not called */
@@ -614,6 +1006,22 @@ static void listeners_interest(net_loop *l, uint32_t events)
         if (epoll_ctl(l->epfd, EPOLL_CTL_MOD, l->listeners[i].fd, &ev) < 0)
             log_err("net: epoll_ctl(MOD) for a listener: %s", strerror(errno));
     }
+}
+
+/* is this peer address already at max_per_ip? (logged) */
+static int per_ip_full(net_loop *l, const struct sockaddr_storage *sa)
+{
+    unsigned char addr[16];
+    char text[INET6_ADDRSTRLEN];
+    if (l->max_per_ip <= 0 || ip_key_of_sockaddr(sa, addr) < 0 ||
+        ip_connections(l, addr) < (uint32_t)l->max_per_ip)
+        return 0;
+    peer_text(sa, text, sizeof text);
+    log_debug("net: %s already has %d connections, the per-address limit: refused", text, l->max_per_ip);
+    if (log_allowed(&l->last_per_ip_log, l->now))
+        log_warn("net: %s reached the limit of %d connections per address: refusing more", text,
+                 l->max_per_ip);
+    return 1;
 }
 
 static void listener_accept(net_loop *l, const net_listener *ls)
@@ -648,6 +1056,10 @@ static void listener_accept(net_loop *l, const net_listener *ls)
         if (l->max_connections > 0 && l->nconns >= l->max_connections) {
             if (log_allowed(&l->last_full_log, l->now))
                 log_warn("net: %d connections, the limit: refusing new ones", l->nconns);
+            close(fd);
+            continue;
+        }
+        if (per_ip_full(l, &sa)) {
             close(fd);
             continue;
         }
@@ -850,8 +1262,10 @@ out:
     return rc;
 }
 
-int net_tls_setup(net_loop *l, const char *cert, const char *key, const char *data_dir,
-                  const char *const *names)
+/* A complete server context from cert and key (or data_dir's, generated if missing), or NULL (logged).
+ * Setup and reload share it, so a reloaded context has exactly the settings of the first one. */
+static SSL_CTX *tls_ctx_build(const char *cert, const char *key, const char *data_dir,
+                              const char *const *names)
 {
     char cert_path[PATH_MAX], key_path[PATH_MAX];
     if ((!cert || !*cert) && (!key || !*key)) {
@@ -859,27 +1273,29 @@ int net_tls_setup(net_loop *l, const char *cert, const char *key, const char *da
         if (snprintf(cert_path, sizeof cert_path, "%s/cert.pem", dir) >= (int)sizeof cert_path ||
             snprintf(key_path, sizeof key_path, "%s/key.pem", dir) >= (int)sizeof key_path) {
             log_err("tls: data_dir path too long");
-            return -1;
+            return NULL;
         }
         if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
             log_err("tls: %s: %s", dir, strerror(errno));
-            return -1;
+            return NULL;
         }
         struct stat st;
         if ((stat(cert_path, &st) < 0 || stat(key_path, &st) < 0) &&
             cert_generate(cert_path, key_path, names) < 0)
-            return -1;
+            return NULL;
         cert = cert_path;
         key = key_path;
     } else if (!cert || !*cert || !key || !*key) {
         log_err("tls: both a certificate and a key are needed");
-        return -1;
+        return NULL;
     }
 
     ERR_clear_error();
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
-    if (!ctx)
-        return tls_log_error("SSL_CTX_new");
+    if (!ctx) {
+        tls_log_error("SSL_CTX_new");
+        return NULL;
+    }
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
     /* RELEASE_BUFFERS: idle sessions drop their 16+ KiB record buffers */
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
@@ -893,22 +1309,51 @@ int net_tls_setup(net_loop *l, const char *cert, const char *key, const char *da
         log_err("tls: cannot load certificate %s", cert);
         tls_log_error("certificate");
         SSL_CTX_free(ctx);
-        return -1;
+        return NULL;
     }
     if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
         log_err("tls: cannot load key %s", key);
         tls_log_error("key");
         SSL_CTX_free(ctx);
-        return -1;
+        return NULL;
     }
     if (SSL_CTX_check_private_key(ctx) != 1) {
         log_err("tls: key %s does not match certificate %s", key, cert);
         ERR_clear_error();
         SSL_CTX_free(ctx);
+        return NULL;
+    }
+    return ctx;
+}
+
+/* SSL objects hold a reference to the context they were made from: the old one lives on until the
+ * last of its sessions is freed */
+static void tls_ctx_swap(net_loop *l, SSL_CTX *ctx)
+{
+    SSL_CTX_free(l->ssl_ctx);
+    l->ssl_ctx = ctx;
+}
+
+int net_tls_setup(net_loop *l, const char *cert, const char *key, const char *data_dir,
+                  const char *const *names)
+{
+    SSL_CTX *ctx = tls_ctx_build(cert, key, data_dir, names);
+    if (!ctx)
+        return -1;
+    tls_ctx_swap(l, ctx);
+    return 0;
+}
+
+int net_tls_reload(net_loop *l, const char *cert, const char *key, const char *data_dir,
+                   const char *const *names)
+{
+    SSL_CTX *ctx = tls_ctx_build(cert, key, data_dir, names);
+    if (!ctx) {
+        log_err("tls: reload failed; new connections keep the certificate in use");
         return -1;
     }
-    SSL_CTX_free(l->ssl_ctx);       /* live sessions keep their own reference */
-    l->ssl_ctx = ctx;
+    tls_ctx_swap(l, ctx);
+    log_info("tls: certificate reloaded; it applies to connections and STARTTLS from now on");
     return 0;
 }
 
@@ -919,6 +1364,23 @@ int net_tls_available(const net_loop *l)
 
 /* ---- the loop ---- */
 
+static void options_apply(net_loop *l, const net_options *o)
+{
+    static const net_options none;
+    if (!o)
+        o = &none;
+    l->max_output = o->max_output ? o->max_output : (size_t)1 << 20;
+    if (l->max_output > NET_MAX_OUTPUT_CAP)
+        l->max_output = NET_MAX_OUTPUT_CAP;
+    l->max_connections = o->max_connections;
+    l->max_per_ip = o->max_per_ip > 0 ? o->max_per_ip : 0;
+    l->read_rate = (uint32_t)(o->read_rate > NET_RATE_MAX ? NET_RATE_MAX : o->read_rate);
+    size_t burst = o->read_burst ? o->read_burst : l->read_rate;
+    l->read_burst = (int32_t)(burst > NET_BURST_MAX ? NET_BURST_MAX : burst);
+    if (l->read_rate && l->read_burst < 1)
+        l->read_burst = 1;
+}
+
 net_loop *net_loop_new(const net_handlers *h, const net_options *o)
 {
     net_loop *l = calloc(1, sizeof *l);
@@ -927,12 +1389,14 @@ net_loop *net_loop_new(const net_handlers *h, const net_options *o)
         return NULL;
     }
     l->h = *h;
-    l->max_output = o && o->max_output ? o->max_output : (size_t)1 << 20;
-    if (l->max_output > NET_MAX_OUTPUT_CAP)
-        l->max_output = NET_MAX_OUTPUT_CAP;
-    l->max_connections = o ? o->max_connections : 0;
     l->sigfd = -1;
     clock_update(l);
+    if (RAND_bytes((unsigned char *)l->ip_key, sizeof l->ip_key) != 1) {
+        ERR_clear_error();      /* weaker but working: the table stays correct, only guessable */
+        l->ip_key[0] = (uint64_t)l->now_ms ^ (uint64_t)(uintptr_t)l;
+        l->ip_key[1] = (uint64_t)getpid() * 0x9e3779b97f4a7c15ULL;
+    }
+    options_apply(l, o);
 
     l->epfd = epoll_create1(EPOLL_CLOEXEC);
     if (l->epfd < 0) {
@@ -975,6 +1439,8 @@ void net_loop_free(net_loop *l)
             conn_free(l->fds[i]);
     free(l->fds);
     free(l->heap);
+    free(l->thr);
+    ip_table_free(l);
     SSL_CTX_free(l->ssl_ctx);
     if (l->sigfd >= 0)
         close(l->sigfd);
@@ -1000,6 +1466,12 @@ static int loop_timeout(const net_loop *l)
     long long ms = l->stopping ? 100 : 1000;
     if (l->heap_len > 0) {
         long long due = (long long)l->heap[0].when * 1000 - l->now_ms;
+        if (due < ms)
+            ms = due < 0 ? 0 : due;
+    }
+    if (l->thr_len > 0) {       /* the head is the first due (or a hole, dropped at once) */
+        const net_throttled *t = &l->thr[l->thr_head];
+        long long due = t->c && l->read_rate ? t->due_ms - l->mono_ms : 0;
         if (due < ms)
             ms = due < 0 ? 0 : due;
     }
@@ -1034,6 +1506,18 @@ static void dispatch(net_loop *l, const struct epoll_event *ev)
         return;             /* killed earlier this turn; freed at its end */
     if ((ev->events & EPOLLOUT) || ((ev->events & EPOLLIN) && (c->flags & F_OUT_WANTS_READ)))
         todo_add(c);
+    if (c->thr_pos) {
+        /* not reading: a reset would be reported every turn (level-triggered), so it ends the
+         * connection now; what the peer sent and was not read yet is lost with it, as with any reset */
+        if (ev->events & (EPOLLERR | EPOLLHUP)) {
+            int err = 0;
+            socklen_t len = sizeof err;
+            if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0 || err == 0)
+                err = ECONNRESET;
+            conn_kill(c, strerror(err));
+        }
+        return;
+    }
     if ((ev->events & (EPOLLIN | EPOLLERR | EPOLLHUP)) ||
         ((ev->events & EPOLLOUT) && (c->flags & F_IN_WANTS_WRITE)))
         conn_on_readable(c);
@@ -1058,6 +1542,7 @@ int net_loop_run(net_loop *l)
         clock_update(l);
         for (int i = 0; i < n; i++)
             dispatch(l, &evs[i]);
+        throttled_revisit(l);
         timers_fire(l);
         todo_run(l);
     }
@@ -1077,6 +1562,22 @@ void net_loop_stop(net_loop *l)
 time_t net_now(const net_loop *l)
 {
     return l->now;
+}
+
+void net_set_options(net_loop *l, const net_options *o)
+{
+    int had_per_ip = l->max_per_ip > 0;
+    uint32_t rate = l->read_rate;
+    int32_t burst = l->read_burst;
+    options_apply(l, o);
+    if (had_per_ip != (l->max_per_ip > 0))
+        ip_table_rebuild(l);
+    if (rate != l->read_rate || burst != l->read_burst)     /* throttled ones: look again next turn */
+        for (uint32_t i = 0; i < l->thr_len; i++)
+            l->thr[(l->thr_head + i) & (l->thr_cap - 1)].due_ms = l->mono_ms;
+    log_info("net: limits now: %zu bytes queued, %d connections, %d per address, %u bytes/s (burst %d)",
+             l->max_output, l->max_connections, l->max_per_ip, (unsigned)l->read_rate,
+             l->read_rate ? (int)l->read_burst : 0);
 }
 
 /* ---- connection calls made by the layers above ---- */
@@ -1121,7 +1622,7 @@ int net_conn_write(net_conn *c, const char *data, size_t len)
         return 0;
     size_t queued = c->out_len - c->out_off;
     size_t limit = l->max_output + (final ? NET_OVERFLOW_SLACK : 0);
-    if (len > limit - queued) {
+    if (queued > limit || len > limit - queued) {   /* max_output may have been lowered since */
         if (!final) {
             c->flags |= F_OVERFLOW;
             todo_add(c);
@@ -1180,7 +1681,7 @@ void net_conn_set_timer(net_conn *c, int secs)
 
 time_t net_conn_last_input(const net_conn *c)
 {
-    return c->last_input;
+    return (time_t)c->last_input;
 }
 
 const char *net_conn_peer(const net_conn *c)
@@ -1193,9 +1694,10 @@ void *net_conn_ud(const net_conn *c)
     return c->ud;
 }
 
-/* The struct, the queue's allocation and the timer slot. The SSL object (several KiB, shrunk by
+/* The struct, the queue's allocation, the timer and throttled-queue slots. The SSL object (several KiB, shrunk by
  * SSL_MODE_RELEASE_BUFFERS when idle) is not counted: OpenSSL offers no per-object figure. */
 size_t net_conn_memory(const net_conn *c)
 {
-    return sizeof *c + c->out_cap + (c->timer_pos ? sizeof(net_timer) : 0);
+    return sizeof *c + c->out_cap + (c->timer_pos ? sizeof(net_timer) : 0) +
+           (c->thr_pos ? sizeof(net_throttled) : 0);
 }

@@ -31,6 +31,10 @@ typedef struct net_handlers {
 typedef struct net_options {
     size_t max_output;          /* bytes queued per connection before on_overflow (default 1 MiB) */
     int max_connections;        /* accepted connections at once; more are closed at accept (0 = no limit) */
+    int max_per_ip;             /* accepted connections at once from one peer address (0 = no limit) */
+    size_t read_rate;           /* bytes per second each connection may send, a token bucket (0 = no limit);
+                                 * a connection out of tokens is simply not read until it has some again */
+    size_t read_burst;          /* the bucket's size in bytes (0 = one second's worth) */
 } net_options;
 
 net_loop *net_loop_new(const net_handlers *h, const net_options *o);
@@ -44,6 +48,11 @@ int net_listen(net_loop *l, const char *addr, int port, int tls, int defer_accep
  * they do not exist. TLS 1.2 minimum. Returns 0 or -1 (logged). */
 int net_tls_setup(net_loop *l, const char *cert, const char *key, const char *data_dir, const char *const *names);
 int net_tls_available(const net_loop *l);
+/* Load a new certificate and key (same rules as net_tls_setup) for connections accepted from now on;
+ * established TLS sessions keep theirs. On failure the old ones stay in use and -1 is returned (logged). */
+int net_tls_reload(net_loop *l, const char *cert, const char *key, const char *data_dir, const char *const *names);
+/* Change the limits at run time (SIGHUP); they apply to every connection from the next loop turn. */
+void net_set_options(net_loop *l, const net_options *o);
 
 /* Run until net_loop_stop; returns 0. */
 int net_loop_run(net_loop *l);

@@ -78,8 +78,20 @@ struct account {
     char local[];
 };
 
+/* Failed authentications per peer address, direct-mapped: bounded memory whatever the number of
+ * addresses, and a collision can only forget a count, never lock out the wrong address for long. */
+#define AUTH_FAIL_SLOTS 1024
+typedef struct auth_fail {
+    char ip[46];
+    unsigned short failures;
+    time_t last, locked_until;
+} auth_fail;
+
 struct server {
-    const config *cfg;
+    const config *cfg;          /* points at conf */
+    config conf;                /* our own copy: SIGHUP reloads it in place */
+    char *config_path;          /* NULL when running on the embedded defaults */
+    auth_fail *auth_fails;      /* AUTH_FAIL_SLOTS entries, allocated on the first failure */
     net_loop *loop;
     auth_store *store;
     muc_service *muc;
@@ -172,8 +184,9 @@ static unsigned account_session_count(const account *a) {
 /* ---------------------------------------------------------------------------------------------------- */
 /* output                                                                                               */
 
+/* Once our </stream:stream> is out (state ST_CLOSED), nothing more may follow it (RFC 6120 §4.4). */
 static void session_write(session *s, const char *data, size_t len) {
-    if (s->dead) return;
+    if (s->dead || s->state == ST_CLOSED) return;
     net_conn_write(s->conn, data, len);
 }
 
@@ -189,23 +202,17 @@ static void session_send_node(session *s, const xml_node *n) {
 }
 
 /* head + " to='JID'" + tail: a stanza encoded once for many recipients */
+/* One write, so that an output bound can never cut a stanza in the middle. */
 static void session_write_spliced(session *s, const char *to, const char *head, size_t hl,
                                   const char *tail, size_t tl) {
-    xml_buf b;
-    char small[600];
-    xml_buf_init(&b);
-    session_write(s, head, hl);
-    xml_buf_puts(&b, " to='");
-    xml_buf_escape(&b, to, strlen(to));
-    xml_buf_puts(&b, "'");
-    if (!b.oom && b.len < sizeof small) {
-        memcpy(small, b.data, b.len);
-        session_write(s, small, b.len);
-    } else if (!b.oom) {
-        session_write(s, b.data, b.len);
-    }
-    xml_buf_free(&b);
-    session_write(s, tail, tl);
+    xml_buf *b = &s->srv->out;
+    xml_buf_reset(b);
+    xml_buf_append(b, head, hl);
+    xml_buf_puts(b, " to='");
+    xml_buf_escape(b, to, strlen(to));
+    xml_buf_puts(b, "'");
+    xml_buf_append(b, tail, tl);
+    if (!b->oom) session_write(s, b->data, b->len);
 }
 
 static void session_send_header(session *s) {
@@ -298,6 +305,7 @@ static xml_node *stanza_error_reply(server *srv, const xml_node *st, const char 
 /* Errors are never answered with errors (RFC 6120 §8.3.1). */
 static void send_stanza_error(session *s, const xml_node *st, const char *type, const char *condition) {
     if (!strcmp(stanza_type(st), "error")) return;
+    if (!strcmp(st->name, "iq") && !strcmp(stanza_type(st), "result")) return;   /* RFC 6120 §8.2.3 */
     const char *from = xml_attr_get(st, "to");
     xml_node *r = stanza_error_reply(s->srv, st, from ? from : s->srv->cfg->domain, s->full_jid, type,
                                      condition);
@@ -361,8 +369,9 @@ static int on_stream_open(void *ud, xml_node *root) {
         return 1;
     }
     const char *version = xml_attr_get(root, "version");
-    if (!version || strcmp(version, "1.0") != 0) {
-        /* We speak only XMPP 1.0 streams (RFC 6120 §4.7.5): an older or absent version is refused. */
+    if (!version || strncmp(version, "1.", 2) != 0 || !version[2] || strspn(version + 2, "0123456789") != strlen(version + 2)) {
+        /* We speak XMPP 1.x streams (RFC 6120 §4.7.5: a higher minor version is answered with ours);
+         * an absent version (pre-XMPP) or another major version is refused. */
         session_stream_error(s, "unsupported-version", NULL);
         return 1;
     }
@@ -402,6 +411,37 @@ static int handle_starttls(session *s) {
     return session_restart(s);
 }
 
+static auth_fail *auth_fail_slot(server *srv, const char *ip) {
+    if (!srv->auth_fails && !(srv->auth_fails = calloc(AUTH_FAIL_SLOTS, sizeof *srv->auth_fails))) return NULL;
+    auth_fail *f = &srv->auth_fails[hash_str(ip) & (AUTH_FAIL_SLOTS - 1)];
+    if (strcmp(f->ip, ip) != 0) {
+        memset(f, 0, sizeof *f);
+        snprintf(f->ip, sizeof f->ip, "%s", ip);
+    }
+    return f;
+}
+
+/* 1 while this address is locked out after too many failed authentications */
+static int auth_locked_out(server *srv, const char *ip) {
+    if (!srv->auth_fails || !srv->cfg->auth_failures_per_ip) return 0;
+    const auth_fail *f = &srv->auth_fails[hash_str(ip) & (AUTH_FAIL_SLOTS - 1)];
+    return !strcmp(f->ip, ip) && f->locked_until > time(NULL);
+}
+
+static void auth_note_failure(server *srv, const char *ip) {
+    if (!srv->cfg->auth_failures_per_ip) return;
+    auth_fail *f = auth_fail_slot(srv, ip);
+    if (!f) return;
+    time_t now = time(NULL);
+    if (now - f->last > srv->cfg->auth_lockout) f->failures = 0;   /* old failures are forgiven */
+    f->last = now;
+    if (++f->failures >= srv->cfg->auth_failures_per_ip) {
+        f->locked_until = now + srv->cfg->auth_lockout;
+        f->failures = 0;
+        log_warn("%s: too many failed authentications, locked out for %d s", ip, srv->cfg->auth_lockout);
+    }
+}
+
 static void sasl_failure(session *s, const char *condition) {
     xml_buf *b = &s->srv->out;
     xml_buf_reset(b);
@@ -410,6 +450,7 @@ static void sasl_failure(session *s, const char *condition) {
     auth_sasl_free(s->sasl);
     s->sasl = NULL;
     log_info("authentication failed from %s: %s", net_conn_peer(s->conn), condition);
+    if (!strcmp(condition, "not-authorized")) auth_note_failure(s->srv, net_conn_peer(s->conn));
     if (++s->sasl_failures >= s->srv->cfg->sasl_max_attempts)
         session_stream_error(s, "policy-violation", "too many failed authentication attempts");
 }
@@ -456,6 +497,12 @@ static int handle_sasl(session *s, const xml_node *n) {
             return s->state == ST_CLOSED;
         }
         if (s->sasl) auth_sasl_free(s->sasl);
+        s->sasl = NULL;
+        if (auth_locked_out(s->srv, net_conn_peer(s->conn))) {
+            /* said the same way whatever the account: the address, not the account, is locked out */
+            sasl_failure(s, "temporary-auth-failure");
+            return s->state == ST_CLOSED;
+        }
         const char *mech = xml_attr_get(n, "mechanism");
         s->sasl = mech ? auth_sasl_start(s->srv->store, mech) : NULL;
         if (!s->sasl) {
@@ -553,11 +600,12 @@ static int account_best_priority(const account *a) {
     return best;
 }
 
+/* chat and normal go to the best sessions; headline to every available one (RFC 6121 §8.5.2.1) */
 static int deliver_to_bare(server *srv, account *a, const xml_node *st) {
-    int best = account_best_priority(a), n = 0;
+    int best = account_best_priority(a), n = 0, all = !strcmp(stanza_type(st), "headline");
     if (best < 0) return 0;
     for (session *t = a->sessions; t; t = t->acct_next)
-        if (t->available && t->priority == best) {
+        if (t->available && t->priority >= 0 && (all || t->priority == best)) {
             session_send_node(t, st);
             n++;
         }
@@ -592,15 +640,21 @@ static void route_message_to_user(session *s, xml_node *st, const jid *to) {
     send_stanza_error(s, st, "cancel", "service-unavailable");
 }
 
-static void directed_remember(session *s, const char *to) {
-    for (directed *d = s->directed; d; d = d->next)
-        if (!strcmp(d->jid, to)) return;
+/* Remember a JID we owe 'unavailable' (normalised, so Room@ and room@ are one). The list is bounded: a
+ * client cannot make the server hold or walk more than DIRECTED_MAX entries. Returns -1 when full. */
+#define DIRECTED_MAX 1000
+static int directed_remember(session *s, const char *to) {
+    unsigned n = 0;
+    for (directed *d = s->directed; d; d = d->next, n++)
+        if (!strcmp(d->jid, to)) return 0;
+    if (n >= DIRECTED_MAX) return -1;
     size_t len = strlen(to);
     directed *d = malloc(sizeof *d + len + 1);
-    if (!d) return;
+    if (!d) return -1;
     memcpy(d->jid, to, len + 1);
     d->next = s->directed;
     s->directed = d;
+    return 0;
 }
 
 static void directed_forget(session *s, const char *to) {
@@ -615,13 +669,20 @@ static void directed_forget(session *s, const char *to) {
 
 /* Presence the client addressed to someone: delivered, and remembered so that the recipient is told
  * 'unavailable' when this session ends (RFC 6121 §4.6). */
-static void route_presence_directed(session *s, xml_node *st, const jid *to, const char *to_text) {
+static void route_presence_directed(session *s, xml_node *st, const jid *to) {
     server *srv = s->srv;
     const char *type = stanza_type(st);
     int avail = !type[0], unavail = !strcmp(type, "unavailable");
-    if (avail) directed_remember(s, to_text);
-    else if (unavail) directed_forget(s, to_text);
-    if (!strcmp(to->domain, srv->cfg->muc_domain)) {
+    int muc = !strcmp(to->domain, srv->cfg->muc_domain);
+    char norm[3 * (JID_PART_MAX + 1)];
+    if (jid_full(to, norm, sizeof norm) < 0) return;
+    if (!muc && !auth_user_exists(srv->store, to->local)) return;  /* nobody there to tell */
+    if (avail && directed_remember(s, norm) < 0) {
+        send_stanza_error(s, st, "wait", "resource-constraint");
+        return;
+    }
+    if (unavail) directed_forget(s, norm);
+    if (muc) {
         muc_handle_stanza(srv->muc, st);
         return;
     }
@@ -781,7 +842,12 @@ static void iq_account(session *s, const xml_node *iq, const xml_node *q, const 
         else send_stanza_error(s, iq, "cancel", "not-allowed");
         return;
     }
-    if (get && !strcmp(q->ns, NS_DISCO_INFO) && !strcmp(q->name, "query") && !xml_attr_get(q, "node")) {
+    int disco = get && !strcmp(q->name, "query") && (!strcmp(q->ns, NS_DISCO_INFO) || !strcmp(q->ns, NS_DISCO_ITEMS));
+    if (disco && xml_attr_get(q, "node")) {
+        send_stanza_error(s, iq, "cancel", "item-not-found");
+        return;
+    }
+    if (get && !strcmp(q->ns, NS_DISCO_INFO) && !strcmp(q->name, "query")) {
         xml_node *r = iq_result_query(s, iq, "query", NS_DISCO_INFO);
         if (!r) return;
         xml_node *id = xml_add_child(srv->arena, r, "identity", NULL);
@@ -794,7 +860,7 @@ static void iq_account(session *s, const xml_node *iq, const xml_node *q, const 
         send_result(s, r);
         return;
     }
-    if (get && !strcmp(q->ns, NS_DISCO_ITEMS) && !strcmp(q->name, "query") && !xml_attr_get(q, "node")) {
+    if (get && !strcmp(q->ns, NS_DISCO_ITEMS) && !strcmp(q->name, "query")) {
         send_result(s, iq_result_query(s, iq, "query", NS_DISCO_ITEMS));
         return;
     }
@@ -852,7 +918,7 @@ static void route_iq(session *s, xml_node *st, const jid *to, int has_to) {
     iq_account(s, st, q, to);
 }
 
-static void route_to_local(session *s, xml_node *st, const jid *to, const char *to_text, int has_to) {
+static void route_to_local(session *s, xml_node *st, const jid *to, int has_to) {
     server *srv = s->srv;
     if (!strcmp(st->name, "iq")) {
         route_iq(s, st, to, has_to);
@@ -860,7 +926,7 @@ static void route_to_local(session *s, xml_node *st, const jid *to, const char *
     }
     if (!strcmp(st->name, "presence")) {
         if (!has_to) route_presence_broadcast(s, st);
-        else if (to->local[0]) route_presence_directed(s, st, to, to_text);
+        else if (to->local[0]) route_presence_directed(s, st, to);
         return;     /* presence to the server itself has nothing to do */
     }
     /* message */
@@ -889,11 +955,11 @@ static void route_stanza(session *s, xml_node *st) {
     /* the sender is who the stream says it is, whatever 'from' the client wrote (RFC 6120 §8.1.2.1) */
     xml_set_attr(srv->arena, st, "from", s->full_jid);
     if (!to_text || !strcmp(to.domain, srv->cfg->domain)) {
-        route_to_local(s, st, &to, to_text, to_text != NULL);
+        route_to_local(s, st, &to, to_text != NULL);
         return;
     }
     if (!strcmp(to.domain, srv->cfg->muc_domain)) {
-        if (!strcmp(st->name, "presence")) route_presence_directed(s, st, &to, to_text);
+        if (!strcmp(st->name, "presence")) route_presence_directed(s, st, &to);
         else muc_handle_stanza(srv->muc, st);
         return;
     }
@@ -1082,10 +1148,58 @@ static void on_timer(void *ud, net_conn *c, time_t now) {
     }
 }
 
+static net_options server_net_options(const config *cfg) {
+    net_options o = {.max_output = cfg->max_output, .max_connections = cfg->max_connections,
+                     .max_per_ip = cfg->max_connections_per_ip, .read_rate = cfg->max_read_rate,
+                     .read_burst = cfg->max_read_burst};
+    return o;
+}
+
+/* SIGHUP: read the configuration file again. A bad file changes nothing. What the running process cannot
+ * change (addresses, ports, domains, data directory) keeps its old value until a restart; everything else,
+ * the TLS certificate included, applies to what happens from now on, without dropping a session. */
+static void server_reload(server *srv) {
+    config next;
+    char err[512];
+    if (!srv->config_path) {
+        log_info("SIGHUP: running on the embedded defaults, nothing to reload");
+        return;
+    }
+    config_defaults(&next);
+    if (config_load(&next, srv->config_path, err, sizeof err) < 0) {
+        log_err("SIGHUP: %s; keeping the running configuration", err);
+        return;
+    }
+    config *cur = &srv->conf;
+    if (strcmp(next.domain, cur->domain) || strcmp(next.muc_domain, cur->muc_domain) ||
+        strcmp(next.bind, cur->bind) || next.c2s_port != cur->c2s_port || next.c2s_tls_port != cur->c2s_tls_port ||
+        strcmp(next.data_dir, cur->data_dir) || next.defer_accept != cur->defer_accept)
+        log_warn("SIGHUP: domains, addresses, ports and data_dir change only with a restart");
+    memcpy(next.domain, cur->domain, sizeof next.domain);
+    memcpy(next.muc_domain, cur->muc_domain, sizeof next.muc_domain);
+    memcpy(next.bind, cur->bind, sizeof next.bind);
+    memcpy(next.data_dir, cur->data_dir, sizeof next.data_dir);
+    next.c2s_port = cur->c2s_port;
+    next.c2s_tls_port = cur->c2s_tls_port;
+    next.defer_accept = cur->defer_accept;
+    if (net_tls_available(srv->loop)) {
+        const char *names[] = {next.domain, next.muc_domain, NULL};
+        if (net_tls_reload(srv->loop, next.tls_cert, next.tls_key, next.data_dir, names) < 0) {
+            log_err("SIGHUP: the TLS certificate could not be loaded; keeping the running configuration");
+            return;
+        }
+    }
+    *cur = next;
+    log_level = cur->log_level;
+    net_options o = server_net_options(cur);
+    net_set_options(srv->loop, &o);
+    log_info("SIGHUP: configuration reloaded from %s", srv->config_path);
+}
+
 static void on_signal(void *ud, int signo) {
     server *srv = ud;
     if (signo == SIGHUP) {
-        log_info("SIGHUP: configuration reload is not supported yet; ignored");
+        server_reload(srv);
         return;
     }
     log_info("signal %d: closing every stream", signo);
@@ -1108,7 +1222,7 @@ static int muc_deliver(void *ud, const char *to, const char *head, size_t hl, co
     account *a = account_find(srv, j.local);
     if (j.resource[0]) {
         session *t = account_session(a, j.resource);
-        if (!t || t->dead) return -1;
+        if (!t || t->dead || t->state == ST_CLOSED) return -1;
         session_write_spliced(t, to, head, hl, tail, tl);
         return 0;
     }
@@ -1132,14 +1246,21 @@ static int muc_is_admin(void *ud, const char *bare) {
 
 /* ---------------------------------------------------------------------------------------------------- */
 
-server *server_new(const config *cfg, char *err, size_t errlen) {
+server *server_new(const config *conf, const char *config_path, char *err, size_t errlen) {
     server *srv = calloc(1, sizeof *srv);
     if (!srv) {
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
-    srv->cfg = cfg;
+    srv->conf = *conf;
+    srv->cfg = &srv->conf;
+    const config *cfg = srv->cfg;
     srv->started = time(NULL);
+    if (config_path && !(srv->config_path = strdup(config_path))) {
+        snprintf(err, errlen, "out of memory");
+        server_free(srv);
+        return NULL;
+    }
     xml_buf_init(&srv->out);
     srv->arena = xml_arena_new();
     if (!srv->arena || store_mkdir(cfg->data_dir) < 0) {
@@ -1156,6 +1277,7 @@ server *server_new(const config *cfg, char *err, size_t errlen) {
         .domain = cfg->muc_domain, .server_domain = cfg->domain, .data_dir = cfg->data_dir,
         .create_rooms = cfg->muc_create, .max_rooms = cfg->muc_max_rooms,
         .max_occupants = cfg->muc_max_occupants, .max_history = cfg->muc_max_history,
+        .max_rooms_per_user = cfg->muc_max_rooms_per_user,
         .default_history = cfg->muc_default_history, .default_persistent = cfg->muc_default_persistent,
         .default_public = cfg->muc_default_public,
     };
@@ -1167,7 +1289,7 @@ server *server_new(const config *cfg, char *err, size_t errlen) {
     }
     net_handlers h = {.ud = srv, .on_open = on_open, .on_data = on_data, .on_close = on_close,
                       .on_timer = on_timer, .on_signal = on_signal, .on_overflow = on_overflow};
-    net_options o = {.max_output = cfg->max_output, .max_connections = cfg->max_connections};
+    net_options o = server_net_options(cfg);
     srv->loop = net_loop_new(&h, &o);
     if (!srv->loop) {
         snprintf(err, errlen, "cannot create the event loop: %s", strerror(errno));
@@ -1223,5 +1345,7 @@ void server_free(server *srv) {
     free(srv->buckets);
     xml_arena_free(srv->arena);
     xml_buf_free(&srv->out);
+    free(srv->auth_fails);
+    free(srv->config_path);
     free(srv);
 }

@@ -405,16 +405,19 @@ static void put_attrs(xml_buf *b, const xml_attr *at) {
 }
 
 /* dflt is the default namespace in scope. Elements of the streams namespace use the "stream:" prefix
- * every XMPP stream header binds, as clients expect <stream:features/> and <stream:error/>. */
+ * every XMPP stream header binds, as clients expect <stream:features/> and <stream:error/>. Elements of
+ * the XML namespace keep the "xml:" prefix: that namespace may never be declared as a default. */
 static void serialize_node(xml_buf *b, const xml_node *n, const char *dflt, size_t *split) {
     if (!n->name) {
         buf_escape(b, n->text, n->text_len, 0);
         return;
     }
     const char *ns = n->ns ? n->ns : "";
-    int prefixed = strcmp(ns, XML_NS_STREAM) == 0 && strcmp(dflt, XML_NS_STREAM) != 0;
+    const char *prefix = !strcmp(ns, XML_NS_XML) ? "xml:"
+                         : !strcmp(ns, XML_NS_STREAM) && strcmp(dflt, XML_NS_STREAM) ? "stream:" : NULL;
+    int prefixed = prefix != NULL;
     xml_buf_append(b, "<", 1);
-    if (prefixed) xml_buf_puts(b, "stream:");
+    if (prefixed) xml_buf_puts(b, prefix);
     xml_buf_puts(b, n->name);
     if (!prefixed && strcmp(ns, dflt) != 0) {
         xml_buf_puts(b, " xmlns");
@@ -430,7 +433,7 @@ static void serialize_node(xml_buf *b, const xml_node *n, const char *dflt, size
     xml_buf_append(b, ">", 1);
     for (const xml_node *c = n->children; c; c = c->next) serialize_node(b, c, dflt, NULL);
     xml_buf_append(b, "</", 2);
-    if (prefixed) xml_buf_puts(b, "stream:");
+    if (prefixed) xml_buf_puts(b, prefix);
     xml_buf_puts(b, n->name);
     xml_buf_append(b, ">", 1);
 }

@@ -61,6 +61,10 @@ write_conf() {   # write_conf PORT [extra lines...]
         echo "require_encryption = false"
         echo "scram_iterations = 4096"
         echo "max_connections = 200000"
+        # rate limits off, as for the reference servers: the load comes from a few loopback addresses
+        echo "max_connections_per_ip = 0"
+        echo "max_read_rate = 0"
+        echo "auth_failures_per_ip = 0"
         echo "max_sessions_per_account = 10"
         echo "muc_max_occupants = 1000"
         echo "muc_max_rooms = 10000"

@@ -39,6 +39,11 @@ static struct {
     int starttls_rc, final_write, writes, writes_failed;
     time_t base, fired_at[64];
     int fired[64], nfired, want_fires;
+    net_options opts;                           /* as given to the loop; changed at run time */
+    char peers[8][64];
+    int phase, reload_rc[3];
+    size_t phase_bytes, chunk_limited, chunk_free;
+    double t_open, t_done, t_limit, t_lift;
 } T;
 
 static void reset(void)
@@ -60,6 +65,8 @@ static void *h_open(void *ud, net_conn *c, int tag)
         T.conns[T.opens - 1] = c;
     T.mem_open = net_conn_memory(c);
     snprintf(T.peer, sizeof T.peer, "%s", net_conn_peer(c));
+    if (T.opens <= 8)
+        snprintf(T.peers[T.opens - 1], sizeof T.peers[0], "%s", net_conn_peer(c));
     if (T.pipe_fd >= 0) {
         char b;
         T.marker_seen = read(T.pipe_fd, &b, 1) == 1;
@@ -100,10 +107,18 @@ static void h_echo(void *ud, net_conn *c, const char *d, size_t n)
 static net_loop *loop_new(net_handlers *h, size_t max_output, int max_conns)
 {
     h->ud = &T;
-    net_options o = { max_output, max_conns };
-    T.l = net_loop_new(h, &o);
+    T.opts.max_output = max_output;
+    T.opts.max_connections = max_conns;
+    T.l = net_loop_new(h, &T.opts);
     CHECK(T.l != NULL, "net_loop_new");
     return T.l;
+}
+
+static double mono_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 /* ---- client side (children) ---- */
@@ -835,6 +850,340 @@ static void test_refuse(void)
     net_loop_free(l);
 }
 
+/* ---- per-address limit ---- */
+
+static int perip_ports[3];      /* 127.0.0.1, ::ffff:127.0.0.1 (IPv4 peers seen as mapped), ::1 */
+
+/* connect to dst:port, from src when given (any address of the same family) */
+static int connect_addr(const char *src, const char *dst, int port)
+{
+    struct sockaddr_storage ss, from;
+    socklen_t len;
+    memset(&ss, 0, sizeof ss);
+    memset(&from, 0, sizeof from);
+    struct sockaddr_in *s4 = (struct sockaddr_in *)&ss, *f4 = (struct sockaddr_in *)&from;
+    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss, *f6 = (struct sockaddr_in6 *)&from;
+    if (inet_pton(AF_INET, dst, &s4->sin_addr) == 1) {
+        s4->sin_family = AF_INET;
+        s4->sin_port = htons((uint16_t)port);
+        len = sizeof *s4;
+        if (src && inet_pton(AF_INET, src, &f4->sin_addr) != 1)
+            return -1;
+    } else if (inet_pton(AF_INET6, dst, &s6->sin6_addr) == 1) {
+        s6->sin6_family = AF_INET6;
+        s6->sin6_port = htons((uint16_t)port);
+        len = sizeof *s6;
+        if (src && inet_pton(AF_INET6, src, &f6->sin6_addr) != 1)
+            return -1;
+    } else {
+        return -1;
+    }
+    from.ss_family = ss.ss_family;
+    int fd = socket(ss.ss_family, SOCK_STREAM, 0);
+    if (fd < 0)
+        return -1;
+    if ((src && bind(fd, (struct sockaddr *)&from, len) < 0) ||
+        connect(fd, (struct sockaddr *)&ss, len) < 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static int echo_byte(int fd, char ch)
+{
+    char b;
+    return fd >= 0 && send_all(fd, &ch, 1) == 0 && recv_exact(fd, &b, 1) == 0 && b == ch ? 0 : -1;
+}
+
+/* closed by the server without a word: EOF or a reset, never an echo */
+static int is_refused(int fd)
+{
+    char b;
+    if (fd < 0)
+        return 0;
+    send(fd, "x", 1, MSG_NOSIGNAL);
+    int refused = recv(fd, &b, 1, 0) <= 0;
+    close(fd);
+    return refused;
+}
+
+/* a new connection from 127.0.0.1 once the server has seen a close: retried while that is on its way */
+static int connect_after_close(int port, char ch)
+{
+    for (int tries = 0; tries < 30; tries++) {
+        int fd = connect_addr(NULL, "127.0.0.1", port);
+        if (echo_byte(fd, ch) == 0)
+            return fd;
+        if (fd >= 0)
+            close(fd);
+        pause_ms(100);
+    }
+    return -1;
+}
+
+/* limit 2: IPv4 and IPv4-mapped peers from 127.0.0.1 share one count, 127.0.0.2 and ::1 have their own */
+static int child_per_ip(int port, int arg)
+{
+    int a1 = connect_addr(NULL, "127.0.0.1", perip_ports[0]);
+    if (echo_byte(a1, 'a'))
+        return 2;
+    int a2 = connect_addr(NULL, "127.0.0.1", perip_ports[1]);
+    if (echo_byte(a2, 'b'))
+        return 3;
+    if (!is_refused(connect_addr(NULL, "127.0.0.1", perip_ports[0])))
+        return 4;
+    if (!is_refused(connect_addr(NULL, "127.0.0.1", perip_ports[1])))
+        return 5;
+    int b = connect_addr("127.0.0.2", "127.0.0.1", perip_ports[0]);
+    if (echo_byte(b, 'c'))
+        return 6;
+    int v6 = connect_addr(NULL, "::1", perip_ports[2]);
+    if (echo_byte(v6, 'd'))
+        return 7;
+    close(a1);
+    int a4 = connect_after_close(perip_ports[0], 'e');
+    if (a4 < 0)
+        return 8;
+    if (echo_byte(a2, 'f') || echo_byte(b, 'g') || echo_byte(a4, 'h'))
+        return 9;
+    if (!is_refused(connect_addr(NULL, "127.0.0.1", perip_ports[1])))
+        return 10;
+    close(a2);
+    close(a4);
+    close(b);
+    close(v6);
+    return 0;
+}
+
+static void test_per_ip(void)
+{
+    reset();
+    T.want_closes = 5;
+    T.opts.max_per_ip = 2;
+    net_handlers h = { .on_open = h_open, .on_data = h_echo, .on_close = h_close };
+    net_loop *l = loop_new(&h, 0, 0);
+    perip_ports[0] = free_port(AF_INET);
+    perip_ports[1] = free_port(AF_INET);
+    perip_ports[2] = free_port(AF_INET6);
+    CHECK_INT(0, net_listen(l, "127.0.0.1", perip_ports[0], 0, 0, 0));
+    CHECK_INT(0, net_listen(l, "::ffff:127.0.0.1", perip_ports[1], 0, 0, 0));
+    CHECK_INT(0, net_listen(l, "::1", perip_ports[2], 0, 0, 0));
+    pid_t pid = spawn(child_per_ip, 0, 0);
+    CHECK_INT(0, net_loop_run(l));
+    CHECK_INT(0, child_status(pid));
+    CHECK_INT(5, T.opens);                  /* a1, a2, 127.0.0.2, ::1, and a1's successor */
+    CHECK_INT(5, T.closes);
+    CHECK_INT(8, T.data_bytes);
+    CHECK_STR("127.0.0.1", T.peers[1]);     /* the mapped peer, shown and counted as IPv4 */
+    CHECK_STR("127.0.0.2", T.peers[2]);
+    CHECK_STR("::1", T.peers[3]);
+    net_loop_free(l);
+}
+
+/* 'L' sets a limit of 1, 'U' removes it; the byte is echoed after the change */
+static void h_per_ip_switch(void *ud, net_conn *c, const char *d, size_t n)
+{
+    if (n == 1 && (d[0] == 'L' || d[0] == 'U')) {
+        T.opts.max_per_ip = d[0] == 'L' ? 1 : 0;
+        net_set_options(T.l, &T.opts);
+    }
+    h_echo(ud, c, d, n);
+}
+
+static int child_per_ip_switch(int port, int arg)
+{
+    int a1 = connect_addr(NULL, "127.0.0.1", port), a2 = connect_addr(NULL, "127.0.0.1", port);
+    if (echo_byte(a1, 'a') || echo_byte(a2, 'b'))
+        return 2;
+    if (echo_byte(a1, 'L'))                 /* limit 1 while two are open: both stay */
+        return 3;
+    if (!is_refused(connect_addr(NULL, "127.0.0.1", port)))
+        return 4;
+    if (echo_byte(a1, 'c') || echo_byte(a2, 'd'))
+        return 5;
+    close(a2);                              /* still one open: the limit is still reached */
+    pause_ms(100);
+    if (!is_refused(connect_addr(NULL, "127.0.0.1", port)))
+        return 6;
+    if (echo_byte(a1, 'U'))
+        return 7;
+    int a3 = connect_addr(NULL, "127.0.0.1", port), a4 = connect_addr(NULL, "127.0.0.1", port);
+    if (echo_byte(a3, 'e') || echo_byte(a4, 'f'))
+        return 8;
+    close(a1);
+    close(a3);
+    close(a4);
+    return 0;
+}
+
+static void test_per_ip_switch(void)
+{
+    reset();
+    T.want_closes = 4;
+    net_handlers h = { .on_open = h_open, .on_data = h_per_ip_switch, .on_close = h_close };
+    net_loop *l = loop_new(&h, 0, 0);
+    int port = free_port(AF_INET);
+    CHECK_INT(0, net_listen(l, "127.0.0.1", port, 0, 0, 0));
+    pid_t pid = spawn(child_per_ip_switch, port, 0);
+    CHECK_INT(0, net_loop_run(l));
+    CHECK_INT(0, child_status(pid));
+    CHECK_INT(4, T.opens);
+    CHECK_INT(4, T.closes);
+    net_loop_free(l);
+}
+
+/* ---- read rate ---- */
+
+#define RATE_BYTES (64 << 10)
+#define RATE_LIMIT (16 << 10)
+
+static void *h_rate_open(void *ud, net_conn *c, int tag)
+{
+    T.t_open = mono_now();
+    net_conn_set_timer(c, 1);
+    return h_open(ud, c, tag);
+}
+
+static void rate_note_memory(net_conn *c)
+{
+    size_t m = net_conn_memory(c);
+    if (m > T.mem_max)
+        T.mem_max = m;
+}
+
+/* while the peer is being held back: what does the connection hold? */
+static void h_rate_timer(void *ud, net_conn *c, time_t now)
+{
+    T.timers++;
+    rate_note_memory(c);
+    net_conn_set_timer(c, 1);
+}
+
+static void h_rate_count(void *ud, net_conn *c, const char *d, size_t n)
+{
+    T.data_bytes += n;
+    rate_note_memory(c);
+    if (T.data_bytes == RATE_BYTES) {
+        T.t_done = mono_now();
+        CHECK_INT(0, net_conn_write(c, "k", 1));
+    }
+}
+
+/* flat out, then wait for the server's word that everything arrived */
+static int child_flood(int port, int bytes)
+{
+    static char buf[1 << 20];
+    char b;
+    int fd = connect_to(AF_INET, port, 0);
+    if (fd < 0 || bytes > (int)sizeof buf)
+        return 2;
+    memset(buf, 'r', (size_t)bytes);
+    if (send_all(fd, buf, (size_t)bytes) || recv_exact(fd, &b, 1) || b != 'k')
+        return 3;
+    close(fd);
+    return 0;
+}
+
+static void test_read_rate(void)
+{
+    reset();
+    T.opts.read_rate = RATE_LIMIT;
+    T.opts.read_burst = RATE_LIMIT;
+    net_handlers h = { .on_open = h_rate_open, .on_data = h_rate_count, .on_close = h_close,
+                       .on_timer = h_rate_timer };
+    net_loop *l = loop_new(&h, 0, 0);
+    int port = free_port(AF_INET);
+    CHECK_INT(0, net_listen(l, "127.0.0.1", port, 0, 0, 0));
+    pid_t pid = spawn(child_flood, port, RATE_BYTES);
+    CHECK_INT(0, net_loop_run(l));
+    CHECK_INT(0, child_status(pid));
+    CHECK_INT(RATE_BYTES, T.data_bytes);
+    /* one burst at once, the other 48 KiB at 16 KiB/s: 3 s, whatever the machine's speed */
+    CHECK(T.t_done - T.t_open >= 2.5, "64 KiB at 16 KiB/s took %.2f s", T.t_done - T.t_open);
+    CHECK(T.timers >= 2, "timers fired while throttled: %d", T.timers);
+    CHECK(T.mem_max <= 256, "the flood stayed in the kernel: the connection held %zu bytes", T.mem_max);
+    net_loop_free(l);
+}
+
+#define CHANGE_FIRST (16 << 10)
+#define CHANGE_REST  (256 << 10)    /* 32 s at the limited rate: past the child's alarm */
+#define CHANGE_RATE  8192
+#define CHANGE_BURST 2048
+
+/* unlimited first; then limited from inside on_data; then unlimited again from a timer, which finds
+ * the connection held back */
+static void h_rate_change(void *ud, net_conn *c, const char *d, size_t n)
+{
+    T.data_bytes += n;
+    rate_note_memory(c);
+    if (T.phase == 0 && T.data_bytes == CHANGE_FIRST) {
+        T.opts.read_rate = CHANGE_RATE;
+        T.opts.read_burst = CHANGE_BURST;
+        net_set_options(T.l, &T.opts);
+        T.t_limit = mono_now();
+        T.phase = 1;
+        net_conn_set_timer(c, 2);
+        CHECK_INT(0, net_conn_write(c, "1", 1));
+    } else if (T.phase == 1) {
+        T.phase_bytes += n;
+        if (n > T.chunk_limited)
+            T.chunk_limited = n;
+    } else if (T.phase == 2 && n > T.chunk_free) {
+        T.chunk_free = n;
+    }
+    if (T.data_bytes == CHANGE_FIRST + CHANGE_REST)
+        CHECK_INT(0, net_conn_write(c, "2", 1));
+}
+
+static void h_rate_lift(void *ud, net_conn *c, time_t now)
+{
+    T.t_lift = mono_now();
+    T.phase = 2;
+    T.opts.read_rate = 0;
+    net_set_options(T.l, &T.opts);
+}
+
+static int child_flood_twice(int port, int arg)
+{
+    static char buf[CHANGE_REST];
+    char b;
+    int fd = connect_to(AF_INET, port, 0);
+    if (fd < 0)
+        return 2;
+    memset(buf, 'c', sizeof buf);
+    if (send_all(fd, buf, CHANGE_FIRST) || recv_exact(fd, &b, 1) || b != '1')
+        return 3;
+    if (send_all(fd, buf, CHANGE_REST) || recv_exact(fd, &b, 1) || b != '2')
+        return 4;
+    close(fd);
+    return 0;
+}
+
+static void test_rate_change(void)
+{
+    reset();
+    net_handlers h = { .on_open = h_open, .on_data = h_rate_change, .on_close = h_close,
+                       .on_timer = h_rate_lift };
+    net_loop *l = loop_new(&h, 0, 0);
+    int port = free_port(AF_INET);
+    CHECK_INT(0, net_listen(l, "127.0.0.1", port, 0, 0, 0));
+    pid_t pid = spawn(child_flood_twice, port, 0);
+    CHECK_INT(0, net_loop_run(l));
+    CHECK_INT(0, child_status(pid));        /* all of it came through once the limit was lifted */
+    CHECK_INT(2, T.phase);
+    CHECK_INT(CHANGE_FIRST + CHANGE_REST, T.data_bytes);
+    /* limited: no read larger than the bucket, no more than burst + rate * time */
+    CHECK(T.chunk_limited > 0 && T.chunk_limited <= CHANGE_BURST, "largest limited read %zu",
+          T.chunk_limited);
+    double secs = T.t_lift - T.t_limit;
+    CHECK(T.phase_bytes <= CHANGE_BURST + CHANGE_RATE * (secs + 0.1), "%zu bytes in %.2f s at %d/s",
+          T.phase_bytes, secs, CHANGE_RATE);
+    CHECK(T.chunk_free > CHANGE_BURST, "unlimited again: reads of %zu bytes", T.chunk_free);
+    CHECK(T.mem_max <= 256, "the connection held %zu bytes", T.mem_max);
+    net_loop_free(l);
+}
+
 /* ---- TLS ---- */
 
 static char tls_dir[64];
@@ -1046,6 +1395,195 @@ static void test_tls_garbage(void)
     net_loop_free(l);
 }
 
+/* ---- certificate reload ---- */
+
+static char reload_cert[128], reload_key[128], first_cert[128], first_key[128];
+
+/* a self-signed P-256 certificate for cn, written as PEM */
+static int make_cert(const char *cn, const char *cert_path, const char *key_path)
+{
+    int ok = 0;
+    EVP_PKEY *k = EVP_EC_gen("P-256");
+    X509 *x = X509_new();
+    FILE *fc = NULL, *fk = NULL;
+    if (k && x && X509_set_version(x, 2) && ASN1_INTEGER_set(X509_get_serialNumber(x), 2) &&
+        X509_gmtime_adj(X509_getm_notBefore(x), 0) && X509_gmtime_adj(X509_getm_notAfter(x), 86400) &&
+        X509_set_pubkey(x, k) &&
+        X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN", MBSTRING_ASC,
+                                   (const unsigned char *)cn, -1, -1, 0) &&
+        X509_set_issuer_name(x, X509_get_subject_name(x)) && X509_sign(x, k, EVP_sha256()) &&
+        (fc = fopen(cert_path, "w")) && (fk = fopen(key_path, "w")) &&
+        PEM_write_X509(fc, x) && PEM_write_PrivateKey(fk, k, NULL, NULL, 0, NULL, NULL))
+        ok = 1;
+    if (fc && fclose(fc) != 0)
+        ok = 0;
+    if (fk && fclose(fk) != 0)
+        ok = 0;
+    X509_free(x);
+    EVP_PKEY_free(k);
+    return ok ? 0 : -1;
+}
+
+/* "R": reload with the second certificate; "B": two reloads that must fail; the answer is "ok" or "no" */
+static void h_reload(void *ud, net_conn *c, const char *d, size_t n)
+{
+    if (n == 1 && d[0] == 'R') {
+        T.reload_rc[0] = net_tls_reload(T.l, reload_cert, reload_key, NULL, NULL);
+        CHECK_INT(0, net_conn_write(c, T.reload_rc[0] == 0 ? "ok" : "no", 2));
+        return;
+    }
+    if (n == 1 && d[0] == 'B') {
+        T.reload_rc[1] = net_tls_reload(T.l, "/nonexistent/cert.pem", reload_key, NULL, NULL);
+        T.reload_rc[2] = net_tls_reload(T.l, first_cert, reload_key, NULL, NULL);  /* wrong key */
+        CHECK_INT(0, net_conn_write(c, T.reload_rc[1] < 0 && T.reload_rc[2] < 0 ? "no" : "ok", 2));
+        return;
+    }
+    h_echo(ud, c, d, n);
+}
+
+static SSL *tls_connect(SSL_CTX *ctx, int port)
+{
+    int fd = connect_to(AF_INET, port, 0);
+    SSL *s = fd >= 0 ? SSL_new(ctx) : NULL;
+    if (!s || !SSL_set_fd(s, fd) || SSL_connect(s) != 1) {
+        SSL_free(s);
+        if (fd >= 0)
+            close(fd);
+        return NULL;
+    }
+    return s;
+}
+
+static void tls_disconnect(SSL *s)
+{
+    if (!s)
+        return;
+    int fd = SSL_get_fd(s);
+    SSL_shutdown(s);
+    SSL_free(s);
+    close(fd);
+}
+
+/* the subject CN the server presented is cn */
+static int tls_cn_is(SSL *s, const char *cn)
+{
+    char buf[128] = "";
+    X509 *x = s ? SSL_get1_peer_certificate(s) : NULL;
+    if (!x)
+        return 0;
+    X509_NAME_get_text_by_NID(X509_get_subject_name(x), NID_commonName, buf, sizeof buf);
+    X509_free(x);
+    return strcmp(buf, cn) == 0;
+}
+
+static int tls_ask(SSL *s, const char *msg, const char *want)
+{
+    char buf[64];
+    size_t n = strlen(want);
+    return s && SSL_write(s, msg, (int)strlen(msg)) == (int)strlen(msg) && n < sizeof buf &&
+           ssl_read_exact(s, buf, n) == 0 && memcmp(buf, want, n) == 0 ? 0 : -1;
+}
+
+static int child_tls_reload(int port, int arg)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (!ctx)
+        return 2;
+    SSL *a = tls_connect(ctx, port);
+    if (!tls_cn_is(a, "example.test") || tls_ask(a, "one", "one"))
+        return 3;
+    if (tls_ask(a, "R", "ok"))
+        return 4;
+    SSL *b = tls_connect(ctx, port);
+    if (!tls_cn_is(b, "reloaded.test") || tls_ask(b, "two", "two"))
+        return 5;
+    tls_disconnect(b);
+    if (tls_ask(a, "three", "three"))       /* the session from before the reload goes on */
+        return 6;
+    if (tls_ask(a, "B", "no"))
+        return 7;
+    SSL *c = tls_connect(ctx, port);
+    if (!tls_cn_is(c, "reloaded.test") || tls_ask(c, "four", "four"))
+        return 8;
+    tls_disconnect(c);
+    if (tls_ask(a, "five", "five"))
+        return 9;
+    tls_disconnect(a);
+    SSL_CTX_free(ctx);
+    return 0;
+}
+
+static void test_tls_reload(void)
+{
+    reset();
+    T.want_closes = 3;
+    T.reload_rc[0] = T.reload_rc[1] = T.reload_rc[2] = 99;
+    snprintf(first_cert, sizeof first_cert, "%s/cert.pem", tls_dir);
+    snprintf(first_key, sizeof first_key, "%s/key.pem", tls_dir);
+    snprintf(reload_cert, sizeof reload_cert, "%s/cert2.pem", tls_dir);
+    snprintf(reload_key, sizeof reload_key, "%s/key2.pem", tls_dir);
+    CHECK_INT(0, make_cert("reloaded.test", reload_cert, reload_key));
+    net_handlers h = { .on_open = h_open, .on_data = h_reload, .on_close = h_close };
+    net_loop *l = loop_new(&h, 0, 0);
+    CHECK_INT(0, net_tls_setup(l, "", "", tls_dir, tls_names));
+    int port = free_port(AF_INET);
+    CHECK_INT(0, net_listen(l, "127.0.0.1", port, 1, 0, 0));
+    pid_t pid = spawn(child_tls_reload, port, 0);
+    CHECK_INT(0, net_loop_run(l));
+    CHECK_INT(0, child_status(pid));
+    CHECK_INT(0, T.reload_rc[0]);
+    CHECK_INT(-1, T.reload_rc[1]);
+    CHECK_INT(-1, T.reload_rc[2]);
+    CHECK_INT(3, T.opens);
+    CHECK_INT(3, T.closes);
+    CHECK_INT(1, net_tls_available(l));
+    net_loop_free(l);
+    unlink(reload_cert);
+    unlink(reload_key);
+}
+
+/* TLS: the bucket is charged the ciphertext; 64 KiB at 32 KiB/s after an 8 KiB burst take 1.75 s */
+static int child_tls_flood(int port, int arg)
+{
+    static char buf[RATE_BYTES];
+    char b;
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    SSL *s = ctx ? tls_connect(ctx, port) : NULL;
+    if (!s)
+        return 2;
+    memset(buf, 't', sizeof buf);
+    for (size_t off = 0; off < sizeof buf; ) {
+        int w = SSL_write(s, buf + off, (int)(sizeof buf - off));
+        if (w <= 0)
+            return 3;
+        off += (size_t)w;
+    }
+    if (ssl_read_exact(s, &b, 1) || b != 'k')
+        return 4;
+    tls_disconnect(s);
+    SSL_CTX_free(ctx);
+    return 0;
+}
+
+static void test_tls_read_rate(void)
+{
+    reset();
+    T.opts.read_rate = 32 << 10;
+    T.opts.read_burst = 8 << 10;
+    net_handlers h = { .on_open = h_rate_open, .on_data = h_rate_count, .on_close = h_close,
+                       .on_timer = h_rate_timer };
+    net_loop *l = loop_new(&h, 0, 0);
+    CHECK_INT(0, net_tls_setup(l, "", "", tls_dir, tls_names));
+    int port = free_port(AF_INET);
+    CHECK_INT(0, net_listen(l, "127.0.0.1", port, 1, 0, 0));
+    pid_t pid = spawn(child_tls_flood, port, 0);
+    CHECK_INT(0, net_loop_run(l));
+    CHECK_INT(0, child_status(pid));
+    CHECK_INT(RATE_BYTES, T.data_bytes);
+    CHECK(T.t_done - T.t_open >= 1.25, "64 KiB over TLS at 32 KiB/s took %.2f s", T.t_done - T.t_open);
+    net_loop_free(l);
+}
+
 static void tls_cleanup(void)
 {
     char p[128];
@@ -1075,11 +1613,17 @@ int main(void)
     test_signal(SIGTERM);
     test_signal(SIGHUP);
     test_max_connections();
+    test_per_ip();
+    test_per_ip_switch();
+    test_read_rate();
+    test_rate_change();
     test_refuse();
     test_tls_setup();
     test_tls_echo(0);
     test_tls_echo(1);
     test_tls_garbage();
+    test_tls_reload();
+    test_tls_read_rate();
     tls_cleanup();
     return check_summary("net_epoll");
 }

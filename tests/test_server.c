@@ -160,6 +160,57 @@ static void test_handshake_timeout(void) {
     client_close(&c);
 }
 
+/* ---- limits that change at run time ---- */
+
+/* After auth_failures_per_ip failed logins, the address gets temporary-auth-failure even with the right
+ * password, without the server saying anything about the account. */
+static void test_auth_lockout(void) {
+    client c;
+    for (int i = 0; i < 3; i++) {
+        CHECK(client_open(&c) == 0, "stream opens");
+        client_clear(&c);
+        client_auth_plain(&c, "romeo", "wrong");
+        CHECK(client_expect(&c, "<not-authorized/>"), "failed login %d -> not-authorized: %s", i, c.buf);
+        client_close(&c);
+    }
+    CHECK(client_open(&c) == 0, "stream opens");
+    client_clear(&c);
+    client_auth_plain(&c, "romeo", "password");
+    CHECK(client_expect(&c, "<temporary-auth-failure/>"),
+          "a locked-out address gets temporary-auth-failure even with the right password: %s", c.buf);
+    client_close(&c);
+}
+
+/* SIGHUP re-reads the file: a good file changes limits for what comes next without dropping sessions; a
+ * bad one changes nothing. */
+static void test_reload(void) {
+    client keep, c;
+    CHECK(client_login(&keep, "juliet", "steady") == 0, "a session logs in before the reloads");
+    /* a broken file: refused, the old limits stay (three attempts per connection) */
+    write_server_config("require_encryption = false\nno_such_key = 1\n");
+    kill(server_pid, SIGHUP);
+    usleep(200000);
+    CHECK(client_ping(&keep, "after-bad-reload"), "a bad configuration on SIGHUP drops no session");
+    CHECK(client_open(&c) == 0, "stream opens after a refused reload");
+    client_clear(&c);
+    client_auth_plain(&c, "romeo", "wrong");
+    CHECK(client_expect(&c, "<not-authorized/>"), "first failure: %s", c.buf);
+    usleep(100000);
+    CHECK(!strstr(c.buf, "policy-violation"), "the old sasl_max_attempts (3) still holds: %s", c.buf);
+    client_close(&c);
+    /* a good file: one failed attempt per connection from now on */
+    write_server_config("require_encryption = false\nsasl_max_attempts = 1\n");
+    kill(server_pid, SIGHUP);
+    usleep(200000);
+    CHECK(client_ping(&keep, "after-reload"), "a reload drops no session");
+    CHECK(client_open(&c) == 0, "stream opens after the reload");
+    client_clear(&c);
+    client_auth_plain(&c, "romeo", "wrong");
+    CHECK(client_expect(&c, "<policy-violation"), "after the reload one failure closes the stream: %s", c.buf);
+    client_close(&c);
+    client_close(&keep);
+}
+
 /* ---- crash safety: kill -9 at random moments loses nothing that was acknowledged ---- */
 
 static unsigned rnd_state = 12345;
@@ -315,6 +366,18 @@ int main(int argc, char **argv) {
         CHECK(stop_server() == 0, "the server exits 0 after SIGTERM");
     } else {
         CHECK(0, "server started (encryption required)");
+    }
+    if (start_server("require_encryption = false\nauth_failures_per_ip = 3\nauth_lockout = 60\n") == 0) {
+        test_auth_lockout();
+        CHECK(stop_server() == 0, "the server exits 0 after SIGTERM");
+    } else {
+        CHECK(0, "server started (lockout)");
+    }
+    if (start_server("require_encryption = false\n") == 0) {
+        test_reload();
+        CHECK(stop_server() == 0, "the server exits 0 after SIGTERM");
+    } else {
+        CHECK(0, "server started (reload)");
     }
     test_adduser_kill9();
     test_room_kill9();

@@ -5,6 +5,7 @@
 #define COUPLET_XMPP_TEST_H
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
@@ -54,6 +55,17 @@ static inline int tcp_connect(void) {
         return -1;
     }
     return fd;
+}
+
+/* send exactly len bytes (input with NUL bytes in it); stops quietly if the peer is gone */
+static inline void send_bytes(int fd, const void *data, size_t len) {
+    const char *s = data;
+    size_t off = 0;
+    while (off < len) {
+        ssize_t n = send(fd, s + off, len - off, MSG_NOSIGNAL);
+        if (n <= 0) return;
+        off += (size_t)n;
+    }
 }
 
 static inline void send_str(int fd, const char *s) {
@@ -195,18 +207,25 @@ static inline int run_adduser(const char *conf, const char *jid) {
 
 static char data_dir[PATH_MAX];
 
-/* Start couplet on a free port. A fresh data directory unless keep_data (a restart after a crash). */
-static inline int start_server_in(const char *extra_config, int keep_data) {
-    char conf[PATH_MAX], text[PATH_MAX + 1024], log[PATH_MAX];
-    port = free_port();
-    if (!keep_data) snprintf(data_dir, sizeof data_dir, "%s/data-%d", tmpdir, port);
+/* (Re)write the running test server's configuration file: the fixed part plus extra_config. */
+static inline int write_server_config(const char *extra_config) {
+    char conf[PATH_MAX], text[PATH_MAX + 4096];
     snprintf(conf, sizeof conf, "%s/couplet.conf", tmpdir);
-    snprintf(log, sizeof log, "%s/server.log", tmpdir);
     snprintf(text, sizeof text,
              "domain = localhost\nmuc_domain = conference.localhost\nbind = 127.0.0.1\nc2s_port = %d\n"
              "c2s_tls_port = 0\ndata_dir = %s\nlog_level = warn\nscram_iterations = 64\n%s",
              port, data_dir, extra_config);
-    if (write_file(conf, text) < 0) return -1;
+    return write_file(conf, text);
+}
+
+/* Start couplet on a free port. A fresh data directory unless keep_data (a restart after a crash). */
+static inline int start_server_in(const char *extra_config, int keep_data) {
+    char conf[PATH_MAX], log[PATH_MAX];
+    port = free_port();
+    if (!keep_data) snprintf(data_dir, sizeof data_dir, "%s/data-%d", tmpdir, port);
+    snprintf(conf, sizeof conf, "%s/couplet.conf", tmpdir);
+    snprintf(log, sizeof log, "%s/server.log", tmpdir);
+    if (write_server_config(extra_config) < 0) return -1;
     if (!keep_data && (run_adduser(conf, "romeo@localhost") < 0 || run_adduser(conf, "juliet@localhost") < 0))
         return -1;
     server_pid = fork();
@@ -250,6 +269,32 @@ static inline int stop_server(void) {
     return -1;
 }
 
+
+/* entries in /proc/PID/fd (the process's open descriptors), or -1 */
+static inline int proc_fd_count(pid_t pid) {
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/fd", (int)pid);
+    DIR *d = opendir(path);
+    if (!d) return -1;
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d)) != NULL;)
+        if (e->d_name[0] != '.') n++;
+    closedir(d);
+    return n;
+}
+
+/* VmRSS of a process in kB, or -1 */
+static inline long proc_rss_kb(pid_t pid) {
+    char path[64], line[256];
+    long kb = -1;
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "VmRSS: %ld", &kb) == 1) break;
+    fclose(f);
+    return kb;
+}
 
 /* Find build/.../couplet beside the test binary and make the temporary directory. 0 on success. */
 static inline int xmpp_test_init(const char *argv0) {
