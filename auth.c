@@ -1409,7 +1409,9 @@ int auth_sasl_step(auth_sasl *x, const char *in_b64, char *out, size_t outlen)
         return sasl_fail(x, "malformed-request");
     unsigned char buf[SASL_MAX_MSG + 3];
     long n = bl ? auth_b64_decode(in_b64, bl, buf) : 0;
-    if (n < 0 || n > SASL_MAX_MSG)
+    if (n < 0)
+        return sasl_fail(x, "incorrect-encoding");  /* RFC 6120 §6.5.2: bad base64 has its own condition */
+    if (n > SASL_MAX_MSG)
         return sasl_fail(x, "malformed-request");
     buf[n] = '\0';
     int rc;

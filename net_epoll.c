@@ -84,11 +84,11 @@ enum {
     F_PER_IP        = 1 << 13,  /* counted in the per-address table */
 };
 
-/* Per connection, so sized on purpose: 128 bytes (a 128-byte malloc chunk plus its header, 144 with
- * glibc). The peer address is kept as text because callers log it (and the per-address count is found
- * again from it at close); INET6_ADDRSTRLEN is exactly what is left to reach 128. Seconds and the
- * bucket's milliseconds are 32-bit: last_input holds the epoch seconds until 2106, and the bucket's
- * stamp wraps after 49 days, which at worst makes a connection idle that long wait one refill. */
+/* Per connection, so sized on purpose: 128 bytes (glibc's malloc gives it a 144-byte chunk). The peer
+ * address is kept as text because callers log it (and the per-address count is found again from it at
+ * close); INET6_ADDRSTRLEN is exactly what is left to reach 128. Seconds and the bucket's milliseconds
+ * are 32-bit: last_input holds the epoch seconds until 2106, and the bucket's stamp wraps after 49 days,
+ * which at worst makes a connection idle that long wait one refill period. */
 struct net_conn {
     net_loop *loop;
     void *ud;
@@ -1694,8 +1694,8 @@ void *net_conn_ud(const net_conn *c)
     return c->ud;
 }
 
-/* The struct, the queue's allocation, the timer and throttled-queue slots. The SSL object (several KiB, shrunk by
- * SSL_MODE_RELEASE_BUFFERS when idle) is not counted: OpenSSL offers no per-object figure. */
+/* The struct, the queue's allocation, the timer and throttled-queue slots. The SSL object (several KiB,
+ * shrunk by SSL_MODE_RELEASE_BUFFERS when idle) is not counted: OpenSSL offers no per-object figure. */
 size_t net_conn_memory(const net_conn *c)
 {
     return sizeof *c + c->out_cap + (c->timer_pos ? sizeof(net_timer) : 0) +

@@ -1011,6 +1011,7 @@ static const char *parser_error_condition(int status) {
     case XML_ERR_LIMIT: return "policy-violation";
     case XML_ERR_BAD_NAMESPACE: return "invalid-namespace";
     case XML_ERR_NOMEM: return "internal-server-error";
+    case XML_ERR_NESTED_STREAM: return "unsupported-stanza-type";
     default: return "not-well-formed";
     }
 }

@@ -467,6 +467,7 @@ const char *xml_status_str(int status) {
     case XML_ERR_BAD_NAMESPACE: return "unbound namespace prefix";
     case XML_ERR_NOMEM: return "out of memory";
     case XML_ERR_CLOSED: return "data after stream close";
+    case XML_ERR_NESTED_STREAM: return "stream header inside the stream";
     }
     return "unknown status";
 }
@@ -971,6 +972,8 @@ static int end_start_tag(xml_parser *p, int empty) {
     if (depth - 1 > p->lim.max_depth) return XML_ERR_LIMIT;
     xml_node *n;
     if ((rc = build_element(p, depth, &n))) return rc;
+    /* a stream header where a stanza belongs never ends: say so now rather than wait for it */
+    if (depth == 2 && !strcmp(n->name, "stream") && !strcmp(n->ns, XML_NS_STREAM)) return XML_ERR_NESTED_STREAM;
     frame *f = xml_arena_alloc(p->arena, sizeof *f);
     if (!f || !(f->qname = xml_arena_strdup(p->arena, p->scratch))) return XML_ERR_NOMEM;
     f->node = n;

@@ -100,6 +100,7 @@ enum xml_status {
     XML_ERR_BAD_NAMESPACE,      /* -> invalid-namespace: unbound prefix */
     XML_ERR_NOMEM,              /* -> internal-server-error */
     XML_ERR_CLOSED,             /* data after the root element closed */
+    XML_ERR_NESTED_STREAM,      /* -> unsupported-stanza-type: a stream header where a stanza belongs */
 };
 
 typedef struct xml_events {
