@@ -61,18 +61,23 @@ static int account_local(const config *cfg, const char *arg, char *local, size_t
     return 0;
 }
 
-static int cmd_account(const config *cfg, const char *cmd, const char *arg) {
-    char local[JID_PART_MAX + 1], err[512], password[1024];
-    if (account_local(cfg, arg, local, sizeof local) < 0) return 1;
+/* The account store of the configured data directory (made if missing), or NULL after saying why. */
+static auth_store *open_store(const config *cfg) {
+    char err[512];
     if (store_mkdir(cfg->data_dir) < 0) {
         fprintf(stderr, "couplet: cannot use data directory %s: %s\n", cfg->data_dir, strerror(errno));
-        return 1;
+        return NULL;
     }
     auth_store *st = auth_store_open(cfg->data_dir, cfg->scram_iterations, err, sizeof err);
-    if (!st) {
-        fprintf(stderr, "couplet: %s\n", err);
-        return 1;
-    }
+    if (!st) fprintf(stderr, "couplet: %s\n", err);
+    return st;
+}
+
+static int cmd_account(const config *cfg, const char *cmd, const char *arg) {
+    char local[JID_PART_MAX + 1], password[1024];
+    if (account_local(cfg, arg, local, sizeof local) < 0) return 1;
+    auth_store *st = open_store(cfg);
+    if (!st) return 1;
     int r;
     if (!strcmp(cmd, "deluser")) {
         r = auth_user_del(st, local);
@@ -98,15 +103,8 @@ static int cmd_account(const config *cfg, const char *cmd, const char *arg) {
 
 static int cmd_import(const config *cfg) {
     char err[512];
-    if (store_mkdir(cfg->data_dir) < 0) {
-        fprintf(stderr, "couplet: cannot use data directory %s: %s\n", cfg->data_dir, strerror(errno));
-        return 1;
-    }
-    auth_store *st = auth_store_open(cfg->data_dir, cfg->scram_iterations, err, sizeof err);
-    if (!st) {
-        fprintf(stderr, "couplet: %s\n", err);
-        return 1;
-    }
+    auth_store *st = open_store(cfg);
+    if (!st) return 1;
     long n = auth_import(st, stdin, err, sizeof err);
     auth_store_free(st);
     if (n < 0) {
