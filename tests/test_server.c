@@ -211,6 +211,52 @@ static void test_reload(void) {
     client_close(&keep);
 }
 
+/* A session that stops reading is cut off once max_output bytes wait for it; the server's memory does not
+ * follow what is sent to it, and the sender goes on being served. */
+static void test_stalled_reader(void) {
+    client victim, sender;
+    CHECK(client_login(&victim, "juliet", "stalled") == 0, "the victim logs in");
+    CHECK(client_login(&sender, "romeo", "flood") == 0, "the sender logs in");
+    int small = 4096;
+    setsockopt(victim.fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    long rss_before = proc_rss_kb(server_pid);
+    char body[1200], msg[1400];
+    memset(body, 'x', sizeof body - 1);
+    body[sizeof body - 1] = 0;
+    /* headlines: once the victim is gone they are dropped without an error to the sender (RFC 6121 §8.5.3.2.1) */
+    snprintf(msg, sizeof msg, "<message to='juliet@localhost/stalled' type='headline'><body>%s</body></message>", body);
+    /* 8 MB offered to a peer that reads nothing, with max_output = 64 KiB */
+    for (int i = 0; i < 7000; i++) {
+        send_str(sender.fd, msg);
+        if (i % 500 == 499) client_ping(&sender, "flood-ping");
+    }
+    CHECK(client_ping(&sender, "after-flood"), "the sender is still served after flooding a stalled peer");
+    long rss_after = proc_rss_kb(server_pid);
+    CHECK(rss_after - rss_before < 4096, "server memory did not follow the flood: RSS %ld kB -> %ld kB", rss_before,
+          rss_after);
+    /* the victim's connection was closed: draining it ends in EOF after a policy-violation */
+    char *buf = malloc(1 << 24);
+    size_t len = 0;
+    int closed = buf ? wait_closed(victim.fd, buf, 1 << 24, &len, 5000) : 0;
+    CHECK(closed, "the stalled session was disconnected");
+    CHECK(buf && strstr(buf, "<policy-violation"), "it was told why (policy-violation) before the close");
+    free(buf);
+    client_close(&victim);
+    client_close(&sender);
+}
+
+/* max_sessions_per_account: one session too many gets resource-constraint at bind */
+static void test_sessions_per_account(void) {
+    client a, b, c;
+    CHECK(client_login(&a, "romeo", "one") == 0, "first session binds");
+    CHECK(client_login(&b, "romeo", "two") == 0, "second session binds");
+    CHECK(client_login(&c, "romeo", "three") < 0, "a third session is refused");
+    CHECK(strstr(c.buf, "<resource-constraint") != NULL, "with resource-constraint: %s", c.buf);
+    client_close(&a);
+    client_close(&b);
+    client_close(&c);
+}
+
 /* ---- crash safety: kill -9 at random moments loses nothing that was acknowledged ---- */
 
 static unsigned rnd_state = 12345;
@@ -378,6 +424,14 @@ int main(int argc, char **argv) {
         CHECK(stop_server() == 0, "the server exits 0 after SIGTERM");
     } else {
         CHECK(0, "server started (reload)");
+    }
+    if (start_server("require_encryption = false\nmax_output = 65536\nmax_sessions_per_account = 2\n"
+                     "max_read_rate = 0\n") == 0) {
+        test_stalled_reader();
+        test_sessions_per_account();
+        CHECK(stop_server() == 0, "the server exits 0 after SIGTERM");
+    } else {
+        CHECK(0, "server started (output bound)");
     }
     test_adduser_kill9();
     test_room_kill9();

@@ -165,9 +165,9 @@ static inline int client_login(client *c, const char *user, const char *resource
                               "<resource>%s</resource></bind></iq>", resource);
     send_str(c->fd, xml);
     if (!client_expect(c, "</iq>")) return -1;
-    int ok = strstr(c->buf, "type='result'") != NULL;
+    if (!strstr(c->buf, "type='result'")) return -1;   /* what came stays in c->buf for the caller */
     client_clear(c);
-    return ok ? 0 : -1;
+    return 0;
 }
 
 static inline int client_ping(client *c, const char *id) {
