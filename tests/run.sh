@@ -38,17 +38,19 @@ run() {
 }
 
 for build in "$@"; do
+    server="$build/couplet"
+    if [ -n "$VALGRIND" ]; then
+        # the server itself runs under valgrind too: the integration tests start it through COUPLET_BIN
+        server="$(pwd)/build/valgrind-couplet"
+        printf '#!/bin/sh\nexec %s %s "$@"\n' "$VALGRIND" "$(pwd)/$build/couplet" >"$server"
+        chmod +x "$server"
+        export COUPLET_BIN="$server"
+    fi
     for t in "$build"/test_*; do
         [ -x "$t" ] || continue
         run "$t" $VALGRIND "$t"
     done
     run "$build/scs_runner --self-test" $VALGRIND "$build/scs_runner" --self-test
-    server="$build/couplet"
-    if [ -n "$VALGRIND" ]; then
-        server="$(pwd)/build/valgrind-couplet"
-        printf '#!/bin/sh\nexec %s %s "$@"\n' "$VALGRIND" "$(pwd)/$build/couplet" >"$server"
-        chmod +x "$server"
-    fi
     run "$build specs (strict)" "$build/scs_runner" --strict --couplet "$server" specs/*.scs
     if [ -d "$SHARED_SPECS" ] && ls "$SHARED_SPECS"/*.scs >/dev/null 2>&1; then
         run "$build shared specs" "$build/scs_runner" --couplet "$server" "$SHARED_SPECS"/*.scs
