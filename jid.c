@@ -80,24 +80,42 @@ static int lower_ascii(unsigned char c)
     return (c >= 'A' && c <= 'Z') ? c + ('a' - 'A') : c;
 }
 
-/* localpart: the RFC 7622 exclusions, no spaces, controls or invisible code points; ASCII lowercased */
-static int parse_local(const unsigned char *s, size_t n, char *out)
+/* n bytes of s, ASCII lowercased, NUL-terminated (lowercasing leaves UTF-8 sequences intact) */
+static void copy_lower(char *out, const unsigned char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) out[i] = (char)lower_ascii(s[i]);
+    out[n] = '\0';
+}
+
+/* An ASCII byte allowed in a localpart: printable, not a space, not one of RFC 7622's exclusions. Checked
+ * first, so that the common all-ASCII localpart never goes through the UTF-8 decoder and the code point
+ * lists below (which hold nothing ASCII beyond controls and space). */
+static int local_ascii_ok(unsigned char c)
+{
+    switch (c) {
+    case '"': case '&': case '\'': case '/': case ':': case '<': case '>': case '@': return 0;
+    }
+    return c > 0x20 && c < 0x7F;
+}
+
+/* localpart: the RFC 7622 exclusions, no spaces, controls or invisible code points */
+static int check_local(const unsigned char *s, size_t n)
 {
     if (n == 0 || n > JID_PART_MAX) return -1;
     for (size_t i = 0; i < n;) {
-        size_t start = i;
         uint32_t c;
+        if (s[i] < 0x80) {
+            if (!local_ascii_ok(s[i++])) return -1;
+            continue;
+        }
         if (utf8_next(s, n, &i, &c) < 0) return -1;
         if (is_control(c) || is_space(c) || is_noncharacter(c) || is_invisible_or_unassigned(c)) return -1;
-        if (c < 0x80 && strchr("\"&'/:<>@", (int)c)) return -1;
-        for (size_t k = start; k < i; k++) out[k] = (char)lower_ascii(s[k]);
     }
-    out[n] = '\0';
     return 0;
 }
 
-/* "[IPv6 address]", kept with its brackets, hex digits lowercased */
-static int parse_ip_literal(const unsigned char *s, size_t n, char *out)
+/* "[IPv6 address]", kept with its brackets (the caller lowercases the hex digits) */
+static int check_ip_literal(const unsigned char *s, size_t n)
 {
     char inner[64];
     unsigned char addr[16];
@@ -108,29 +126,26 @@ static int parse_ip_literal(const unsigned char *s, size_t n, char *out)
         if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F') || c == ':' ||
               c == '.'))
             return -1;
-        inner[i - 1] = (char)lower_ascii(c);
+        inner[i - 1] = (char)c;
     }
     inner[n - 2] = '\0';
-    if (inet_pton(AF_INET6, inner, addr) != 1) return -1;
-    out[0] = '[';
-    memcpy(out + 1, inner, n - 2);
-    out[n - 1] = ']';
-    out[n] = '\0';
-    return 0;
+    return inet_pton(AF_INET6, inner, addr) == 1 ? 0 : -1;
 }
 
 /* domainpart: an IPv6 literal, or dot-separated non-empty labels of ASCII letters, digits, '-', '_'
- * and non-ASCII (IDN) code points; one trailing dot is dropped; ASCII lowercased */
-static int parse_domain(const unsigned char *s, size_t n, char *out)
+ * and non-ASCII (IDN) code points; one trailing dot is dropped (*kept says how many bytes remain) */
+static int check_domain(const unsigned char *s, size_t n, size_t *kept)
 {
-    if (n > 0 && s[0] == '[') return n <= JID_PART_MAX ? parse_ip_literal(s, n, out) : -1;
+    *kept = n;
+    if (n > 0 && s[0] == '[') return n <= JID_PART_MAX ? check_ip_literal(s, n) : -1;
     if (n > 0 && s[n - 1] == '.') n--;
     if (n == 0 || n > JID_PART_MAX) return -1;
+    *kept = n;
     size_t label = 0;
     for (size_t i = 0; i < n;) {
-        size_t start = i;
         uint32_t c;
-        if (utf8_next(s, n, &i, &c) < 0) return -1;
+        if (s[i] < 0x80) c = s[i++];    /* ASCII: no decoding needed */
+        else if (utf8_next(s, n, &i, &c) < 0) return -1;
         if (c == '.') {
             if (label == 0) return -1;
             label = 0;
@@ -143,30 +158,30 @@ static int parse_domain(const unsigned char *s, size_t n, char *out)
             if (is_control(c) || is_space(c) || is_noncharacter(c) || is_invisible_or_unassigned(c)) return -1;
             label++;
         }
-        for (size_t k = start; k < i; k++) out[k] = (char)lower_ascii(s[k]);
     }
     if (label == 0) return -1;       /* ".." at the end, e.g. "example.." */
-    out[n] = '\0';
     return 0;
 }
 
 /* resourcepart as found in addresses: any UTF-8 but controls, kept as given */
-static int parse_resource(const unsigned char *s, size_t n, char *out)
+static int check_resource(const unsigned char *s, size_t n)
 {
     if (n == 0 || n > JID_PART_MAX) return -1;
     for (size_t i = 0; i < n;) {
         uint32_t c;
+        if (s[i] >= 0x20 && s[i] < 0x7F) {    /* printable ASCII: no decoding needed */
+            i++;
+            continue;
+        }
         if (utf8_next(s, n, &i, &c) < 0 || is_control(c)) return -1;
     }
-    memcpy(out, s, n);
-    out[n] = '\0';
     return 0;
 }
 
+/* Every part is checked before anything is written, so *out is untouched on failure without parsing into
+ * a 3 KiB copy first; only the bytes of each part (and its NUL) are written. */
 int jid_parse(const char *s, jid *out)
 {
-    jid j;
-
     if (!s || !out) return -1;
     size_t len = strnlen(s, JID_INPUT_MAX + 1);
     if (len > JID_INPUT_MAX) return -1;
@@ -174,17 +189,17 @@ int jid_parse(const char *s, jid *out)
     const char *slash = memchr(s, '/', len);
     size_t bare_len = slash ? (size_t)(slash - s) : len;
     const char *at = memchr(s, '@', bare_len);
+    size_t llen = at ? (size_t)(at - s) : 0, dstart = at ? llen + 1 : 0, dlen;
+    const unsigned char *res = slash ? u + bare_len + 1 : u + len;    /* "" when there is no resource */
+    size_t rlen = (size_t)(u + len - res);
 
-    j.local[0] = j.resource[0] = '\0';
-    if (at) {
-        if (parse_local(u, (size_t)(at - s), j.local) < 0) return -1;
-        size_t dstart = (size_t)(at - s) + 1;
-        if (parse_domain(u + dstart, bare_len - dstart, j.domain) < 0) return -1;
-    } else if (parse_domain(u, bare_len, j.domain) < 0) {
-        return -1;
-    }
-    if (slash && parse_resource(u + bare_len + 1, len - bare_len - 1, j.resource) < 0) return -1;
-    *out = j;
+    if (at && check_local(u, llen) < 0) return -1;
+    if (check_domain(u + dstart, bare_len - dstart, &dlen) < 0) return -1;
+    if (slash && check_resource(res, rlen) < 0) return -1;
+    copy_lower(out->local, u, llen);
+    copy_lower(out->domain, u + dstart, dlen);
+    memcpy(out->resource, res, rlen);
+    out->resource[rlen] = '\0';
     return 0;
 }
 

@@ -8,6 +8,35 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Byte classes, so the hot loops test a byte with one load. A_NAME_RUN, A_TEXT, A_APOS and A_QUOT mark the
+ * bytes that need no per-byte state in a name, in text, and in '...' and "..." attribute values: ASCII name
+ * characters; printable ASCII other than '<' and '&' (and ']' '>' in text, the quote in a value). CR, LF
+ * and tab are not among them (they are normalized), nor is anything from 0x80 on (the UTF-8 decoder sees
+ * those one by one). A_ESC_TEXT and A_ESC_ATTR mark what the serializer escapes (A_ESC_ATTR also marks the
+ * NUL that ends a value). */
+enum {
+    A_NAME_START = 1, A_NAME = 2, A_NAME_RUN = 4, A_TEXT = 8, A_APOS = 16, A_QUOT = 32,
+    A_ESC_TEXT = 64, A_ESC_ATTR = 128,
+};
+static const unsigned char byte_class[256] = {
+    0x80, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x80, 0x80, 0x00, 0x00, 0xc0, 0x00, 0x00,  /* 0_ */
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,  /* 1_ */
+    0x38, 0x38, 0xd8, 0x38, 0x38, 0x38, 0xc0, 0xe8, 0x38, 0x38, 0x38, 0x38, 0x38, 0x3e, 0x3e, 0x38,  /* 2_ */
+    0x3e, 0x3e, 0x3e, 0x3e, 0x3e, 0x3e, 0x3e, 0x3e, 0x3e, 0x3e, 0x3f, 0x38, 0xc0, 0x38, 0xf0, 0x38,  /* 3_ */
+    0x38, 0x3f, 0x3f, 0x3f, 0x3f, 0x3f, 0x3f, 0x3f, 0x3f, 0x3f, 0x3f, 0x3f, 0x3f, 0x3f, 0x3f, 0x3f,  /* 4_ */
+    0x3f, 0x3f, 0x3f, 0x3f, 0x3f, 0x3f, 0x3f, 0x3f, 0x3f, 0x3f, 0x3f, 0x38, 0x38, 0x30, 0x38, 0x3f,  /* 5_ */
+    0x38, 0x3f, 0x3f, 0x3f, 0x3f, 0x3f, 0x3f, 0x3f, 0x3f, 0x3f, 0x3f, 0x3f, 0x3f, 0x3f, 0x3f, 0x3f,  /* 6_ */
+    0x3f, 0x3f, 0x3f, 0x3f, 0x3f, 0x3f, 0x3f, 0x3f, 0x3f, 0x3f, 0x3f, 0x38, 0x38, 0x38, 0x38, 0x38,  /* 7_ */
+    0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03,  /* 8_ */
+    0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03,  /* 9_ */
+    0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03,  /* A_ */
+    0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03,  /* B_ */
+    0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03,  /* C_ */
+    0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03,  /* D_ */
+    0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03,  /* E_ */
+    0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03,  /* F_ */
+};
+
 /* ======================================================================== arena */
 
 typedef struct chunk {
@@ -22,30 +51,42 @@ struct xml_arena {
 
 #define ALIGN8(n)      (((n) + 7) & ~(size_t)7)
 #define CHUNK_HDR      ALIGN8(sizeof(chunk))
+/* An arena's first chunk is small: it holds an ordinary stanza's tree, the parser frees its arena after
+ * every feed that ends between stanzas, and malloc recycles blocks this small from a per-thread cache
+ * (glibc's tcache stops at about 1 KiB), where a 4 KiB one went through the general bins every time.
+ * Chunks after the first are 4 KiB, and reset keeps the largest, so a run of bigger stanzas in one feed
+ * reuses one chunk instead of allocating for each. */
+#define CHUNK_FIRST    (1024 - CHUNK_HDR)
 #define CHUNK_SIZE     (4096 - CHUNK_HDR)
 
 xml_arena *xml_arena_new(void) {
     return calloc(1, sizeof(xml_arena));
 }
 
-void xml_arena_free(xml_arena *a) {
-    if (!a) return;
+static void arena_free_chunks(xml_arena *a) {
     chunk *c = a->head;
     while (c) {
         chunk *next = c->next;
         free(c);
         c = next;
     }
+    a->head = NULL;
+    a->held = 0;
+}
+
+void xml_arena_free(xml_arena *a) {
+    if (!a) return;
+    arena_free_chunks(a);
     free(a);
 }
 
 void xml_arena_reset(xml_arena *a) {
-    chunk *keep = NULL, *c = a->head;
-    while (c) {
+    chunk *keep = NULL, *c;
+    for (c = a->head; c; c = c->next)
+        if ((c->size == CHUNK_SIZE || c->size == CHUNK_FIRST) && (!keep || c->size > keep->size)) keep = c;
+    for (c = a->head; c;) {
         chunk *next = c->next;
-        if (!keep && c->size == CHUNK_SIZE) {
-            keep = c;
-        } else {
+        if (c != keep) {
             a->held -= CHUNK_HDR + c->size;
             free(c);
         }
@@ -68,15 +109,10 @@ static chunk *chunk_new(xml_arena *a, size_t size) {
     return c;
 }
 
-void *xml_arena_alloc(xml_arena *a, size_t n) {
-    if (n > SIZE_MAX - 8) return NULL;
-    n = ALIGN8(n ? n : 1);
-    chunk *c = a->head;
-    if (c && c->size - c->used >= n) {
-        c->used += n;
-        return (char *)c + CHUNK_HDR + c->used - n;
-    }
-    if (n > CHUNK_SIZE / 4) {
+/* n is aligned and does not fit in the head chunk */
+static void *arena_alloc_slow(xml_arena *a, size_t n) {
+    chunk *c;
+    if (n > CHUNK_SIZE / 2) {
         /* a big block gets a chunk of its own behind the head, so the head's free space is not lost */
         c = chunk_new(a, n);
         if (!c) return NULL;
@@ -90,7 +126,7 @@ void *xml_arena_alloc(xml_arena *a, size_t n) {
         }
         return (char *)c + CHUNK_HDR;
     }
-    c = chunk_new(a, CHUNK_SIZE);
+    c = chunk_new(a, !a->head && n <= CHUNK_FIRST ? CHUNK_FIRST : CHUNK_SIZE);
     if (!c) return NULL;
     c->next = a->head;
     a->head = c;
@@ -98,12 +134,32 @@ void *xml_arena_alloc(xml_arena *a, size_t n) {
     return (char *)c + CHUNK_HDR;
 }
 
-char *xml_arena_strndup(xml_arena *a, const char *s, size_t n) {
-    char *d = xml_arena_alloc(a, n + 1);
+/* A stanza's tree is a dozen small allocations: the common case stays inline. */
+static inline void *arena_alloc(xml_arena *a, size_t n) {
+    if (n > SIZE_MAX - 8) return NULL;
+    n = ALIGN8(n ? n : 1);
+    chunk *c = a->head;
+    if (c && c->size - c->used >= n) {
+        c->used += n;
+        return (char *)c + CHUNK_HDR + c->used - n;
+    }
+    return arena_alloc_slow(a, n);
+}
+
+void *xml_arena_alloc(xml_arena *a, size_t n) {
+    return arena_alloc(a, n);
+}
+
+static inline char *arena_strndup(xml_arena *a, const char *s, size_t n) {
+    char *d = arena_alloc(a, n + 1);
     if (!d) return NULL;
     memcpy(d, s, n);
     d[n] = '\0';
     return d;
+}
+
+char *xml_arena_strndup(xml_arena *a, const char *s, size_t n) {
+    return arena_strndup(a, s, n);
 }
 
 char *xml_arena_strdup(xml_arena *a, const char *s) {
@@ -126,7 +182,7 @@ static int node_matches(const xml_node *n, const char *name, const char *ns) {
 }
 
 xml_node *xml_node_new(xml_arena *a, const char *name, const char *ns) {
-    xml_node *n = xml_arena_alloc(a, sizeof *n);
+    xml_node *n = arena_alloc(a, sizeof *n);
     if (!n) return NULL;
     memset(n, 0, sizeof *n);
     n->name = xml_arena_strdup(a, name);
@@ -152,7 +208,7 @@ xml_node *xml_add_text(xml_arena *a, xml_node *parent, const char *text, size_t 
     xml_node *last = parent->last_child;
     if (last && !last->name) {
         /* keep adjacent character data in one node so xml_text sees all of it */
-        char *t = xml_arena_alloc(a, last->text_len + len + 1);
+        char *t = arena_alloc(a, last->text_len + len + 1);
         if (!t) return NULL;
         memcpy(t, last->text, last->text_len);
         memcpy(t + last->text_len, text, len);
@@ -161,7 +217,7 @@ xml_node *xml_add_text(xml_arena *a, xml_node *parent, const char *text, size_t 
         last->text_len += len;
         return last;
     }
-    xml_node *n = xml_arena_alloc(a, sizeof *n);
+    xml_node *n = arena_alloc(a, sizeof *n);
     if (!n) return NULL;
     memset(n, 0, sizeof *n);
     n->text = xml_arena_strndup(a, text, len);
@@ -191,7 +247,7 @@ int xml_set_attr(xml_arena *a, xml_node *n, const char *name, const char *value)
         (*pp)->value = v;
         return 0;
     }
-    xml_attr *at = xml_arena_alloc(a, sizeof *at);
+    xml_attr *at = arena_alloc(a, sizeof *at);
     if (!at || !(at->name = xml_arena_strdup(a, name))) return -1;
     at->ns = NULL;
     at->value = v;
@@ -217,7 +273,7 @@ void xml_remove_child(xml_node *parent, xml_node *child) {
 static int copy_attrs(xml_arena *a, xml_node *d, const xml_attr *s) {
     xml_attr **tail = &d->attrs;
     for (; s; s = s->next) {
-        xml_attr *at = xml_arena_alloc(a, sizeof *at);
+        xml_attr *at = arena_alloc(a, sizeof *at);
         if (!at) return -1;
         at->name = xml_arena_strdup(a, s->name);
         at->ns = s->ns ? xml_arena_strdup(a, s->ns) : NULL;
@@ -232,7 +288,7 @@ static int copy_attrs(xml_arena *a, xml_node *d, const xml_attr *s) {
 
 xml_node *xml_copy(xml_arena *a, const xml_node *n) {
     if (!n->name) {
-        xml_node *t = xml_arena_alloc(a, sizeof *t);
+        xml_node *t = arena_alloc(a, sizeof *t);
         if (!t) return NULL;
         memset(t, 0, sizeof *t);
         t->text = xml_arena_strndup(a, n->text, n->text_len);
@@ -319,6 +375,17 @@ static int buf_reserve(xml_buf *b, size_t extra) {
     return 1;
 }
 
+/* The serializer appends many short pieces: this is xml_buf_append with the common case (room already
+ * there) inline, and with a constant length memcpy becomes a few moves. */
+static inline void buf_add(xml_buf *b, const char *data, size_t len) {
+    if ((b->oom || b->cap - b->len <= len) && !buf_reserve(b, len)) return;
+    if (len) memcpy(b->data + b->len, data, len);
+    b->len += len;
+    b->data[b->len] = '\0';
+}
+
+#define buf_lit(b, s) buf_add((b), (s), sizeof(s) - 1)
+
 void xml_buf_append(xml_buf *b, const char *data, size_t len) {
     if (!buf_reserve(b, len)) return;
     if (len) memcpy(b->data + b->len, data, len);
@@ -327,7 +394,7 @@ void xml_buf_append(xml_buf *b, const char *data, size_t len) {
 }
 
 void xml_buf_puts(xml_buf *b, const char *s) {
-    xml_buf_append(b, s, strlen(s));
+    buf_add(b, s, strlen(s));
 }
 
 void xml_buf_printf(xml_buf *b, const char *fmt, ...) {
@@ -349,50 +416,62 @@ void xml_buf_printf(xml_buf *b, const char *fmt, ...) {
 
 /* In attribute values tab and newlines are escaped too: a parser would normalize them to spaces.
  * CR is escaped everywhere because a parser turns a literal one into LF. */
-static void buf_escape(xml_buf *b, const char *s, size_t len, int attr) {
-    size_t run = 0;
-    for (size_t i = 0; i < len; i++) {
-        const char *e;
-        switch (s[i]) {
-        case '&': e = "&amp;"; break;
-        case '<': e = "&lt;"; break;
-        case '>': e = "&gt;"; break;
-        case '\'': e = "&apos;"; break;
-        case '"': e = "&quot;"; break;
-        case '\r': e = "&#13;"; break;
-        case '\n': e = attr ? "&#10;" : NULL; break;
-        case '\t': e = attr ? "&#9;" : NULL; break;
-        default: e = NULL;
-        }
-        if (!e) continue;
-        xml_buf_append(b, s + run, i - run);
-        xml_buf_puts(b, e);
-        run = i + 1;
+static void put_escape(xml_buf *b, unsigned char c) {
+    switch (c) {
+    case '&': buf_lit(b, "&amp;"); break;
+    case '<': buf_lit(b, "&lt;"); break;
+    case '>': buf_lit(b, "&gt;"); break;
+    case '\'': buf_lit(b, "&apos;"); break;
+    case '"': buf_lit(b, "&quot;"); break;
+    case '\r': buf_lit(b, "&#13;"); break;
+    case '\n': buf_lit(b, "&#10;"); break;
+    case '\t': buf_lit(b, "&#9;"); break;
     }
-    xml_buf_append(b, s + run, len - run);
 }
 
+/* Copies runs of bytes that need no escaping in one piece. */
 void xml_buf_escape(xml_buf *b, const char *s, size_t len) {
-    buf_escape(b, s, len, 0);
+    size_t run = 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (!(byte_class[c] & A_ESC_TEXT)) continue;
+        buf_add(b, s + run, i - run);
+        put_escape(b, c);
+        run = i + 1;
+    }
+    buf_add(b, s + run, len - run);
 }
 
 /* ======================================================================== serializer */
 
+/* One pass over the NUL-terminated value finds both its end and what needs escaping. */
 static void put_attr_value(xml_buf *b, const char *v) {
-    xml_buf_append(b, "='", 2);
-    buf_escape(b, v, strlen(v), 1);
-    xml_buf_append(b, "'", 1);
+    const char *run = v;
+    buf_lit(b, "='");
+    for (;; v++) {
+        unsigned char c = (unsigned char)*v;
+        if (!(byte_class[c] & A_ESC_ATTR)) continue;
+        buf_add(b, run, (size_t)(v - run));
+        if (!c) break;
+        put_escape(b, c);
+        run = v + 1;
+    }
+    buf_lit(b, "'");
+}
+
+static void put_str(xml_buf *b, const char *s) {
+    buf_add(b, s, strlen(s));
 }
 
 static void put_attrs(xml_buf *b, const xml_attr *at) {
     unsigned gen = 0;
     for (; at; at = at->next) {
-        xml_buf_append(b, " ", 1);
+        buf_lit(b, " ");
         if (!at->ns || !*at->ns) {
-            xml_buf_puts(b, at->name);
+            put_str(b, at->name);
         } else if (strcmp(at->ns, XML_NS_XML) == 0) {
-            xml_buf_puts(b, "xml:");
-            xml_buf_puts(b, at->name);
+            buf_lit(b, "xml:");
+            put_str(b, at->name);
         } else {
             /* one declared prefix per attribute: simple, and always well-formed */
             gen++;
@@ -404,38 +483,43 @@ static void put_attrs(xml_buf *b, const xml_attr *at) {
     }
 }
 
+/* strcmp costs a call even when the first bytes differ, as the namespaces here mostly do */
+static int is_ns(const char *ns, const char *uri) {
+    return ns == uri || (ns[0] == uri[0] && strcmp(ns, uri) == 0);
+}
+
 /* dflt is the default namespace in scope. Elements of the streams namespace use the "stream:" prefix
  * every XMPP stream header binds, as clients expect <stream:features/> and <stream:error/>. Elements of
  * the XML namespace keep the "xml:" prefix: that namespace may never be declared as a default. */
 static void serialize_node(xml_buf *b, const xml_node *n, const char *dflt, size_t *split) {
     if (!n->name) {
-        buf_escape(b, n->text, n->text_len, 0);
+        xml_buf_escape(b, n->text, n->text_len);
         return;
     }
     const char *ns = n->ns ? n->ns : "";
-    const char *prefix = !strcmp(ns, XML_NS_XML) ? "xml:"
-                         : !strcmp(ns, XML_NS_STREAM) && strcmp(dflt, XML_NS_STREAM) ? "stream:" : NULL;
+    const char *prefix = is_ns(ns, XML_NS_XML) ? "xml:"
+                         : is_ns(ns, XML_NS_STREAM) && !is_ns(dflt, XML_NS_STREAM) ? "stream:" : NULL;
     int prefixed = prefix != NULL;
-    xml_buf_append(b, "<", 1);
-    if (prefixed) xml_buf_puts(b, prefix);
-    xml_buf_puts(b, n->name);
-    if (!prefixed && strcmp(ns, dflt) != 0) {
-        xml_buf_puts(b, " xmlns");
+    buf_lit(b, "<");
+    if (prefixed) put_str(b, prefix);
+    put_str(b, n->name);
+    if (!prefixed && !is_ns(ns, dflt)) {
+        buf_lit(b, " xmlns");
         put_attr_value(b, ns);
         dflt = ns;
     }
     put_attrs(b, n->attrs);
     if (split) *split = b->len;
     if (!n->children) {
-        xml_buf_append(b, "/>", 2);
+        buf_lit(b, "/>");
         return;
     }
-    xml_buf_append(b, ">", 1);
+    buf_lit(b, ">");
     for (const xml_node *c = n->children; c; c = c->next) serialize_node(b, c, dflt, NULL);
-    xml_buf_append(b, "</", 2);
-    if (prefixed) xml_buf_puts(b, prefix);
-    xml_buf_puts(b, n->name);
-    xml_buf_append(b, ">", 1);
+    buf_lit(b, "</");
+    if (prefixed) put_str(b, prefix);
+    put_str(b, n->name);
+    buf_lit(b, ">");
 }
 
 void xml_serialize(xml_buf *b, const xml_node *n, const char *parent_ns) {
@@ -509,7 +593,7 @@ struct xml_parser {
     unsigned char state, ent_ret, quote;
     unsigned char brackets;     /* consecutive ']' just seen (for "]]>") */
     unsigned char cr;           /* previous char was CR (line-end normalization) */
-    unsigned char seen;         /* bytes of this stream seen, saturating at 2 (the declaration comes first) */
+    unsigned char started;      /* a byte of this stream was seen (kept by ST_MISC: the declaration comes first) */
     unsigned char decl_ok;      /* the current '<' is the stream's first byte */
     unsigned char counting;     /* inside a stanza or a top-level tag: tok_bytes is live */
     unsigned char u8_need, u8_lo, u8_hi;
@@ -523,7 +607,8 @@ struct xml_parser {
     size_t name_start;          /* scratch offset of the name being read */
     char *scratch;              /* partial tokens: text, or a tag as qname\0(name\0value\0)* */
     size_t slen, scap;
-    xml_arena *arena;           /* the current stanza (or the root node while stream_open runs) */
+    xml_arena *arena;           /* the current stanza (or the root node while stream_open runs): NULL or &arena_mem */
+    xml_arena arena_mem;        /* in here rather than on the heap: one malloc and free less per feed */
     ns_bind *ns;                /* innermost binding in scope */
     ns_bind *root_ns;           /* the root's bindings (heap), bottom of the ns list */
     char *root_qname;
@@ -536,11 +621,11 @@ static int is_ws(int c) {
 }
 
 static int is_name_start(int c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c == ':' || c >= 0x80;
+    return byte_class[c] & A_NAME_START;
 }
 
 static int is_name_char(int c) {
-    return is_name_start(c) || (c >= '0' && c <= '9') || c == '-' || c == '.';
+    return byte_class[c] & A_NAME;
 }
 
 static void free_root(xml_parser *p) {
@@ -561,7 +646,7 @@ static void release_tokens(xml_parser *p) {
     free(p->scratch);
     p->scratch = NULL;
     p->slen = p->scap = 0;
-    xml_arena_free(p->arena);
+    arena_free_chunks(&p->arena_mem);
     p->arena = NULL;
     p->top = NULL;
     p->ns = p->root_ns;
@@ -604,16 +689,14 @@ void xml_parser_reset(xml_parser *p) {
 }
 
 size_t xml_parser_memory(const xml_parser *p) {
-    size_t n = sizeof *p + p->scap + p->root_mem;
-    if (p->arena) n += sizeof(xml_arena) + xml_arena_used(p->arena);
-    return n;
+    return sizeof *p + p->scap + p->root_mem + p->arena_mem.held;
 }
 
 /* ---- scratch ---- */
 
 static int put_bytes(xml_parser *p, const char *s, size_t n) {
     if (p->scap - p->slen < n) {
-        size_t cap = p->scap ? p->scap : 64;
+        size_t cap = p->scap ? p->scap : 256;   /* a whole ordinary start tag, so no regrowth */
         while (cap - p->slen < n) {
             if (cap > SIZE_MAX / 2) return XML_ERR_NOMEM;
             cap *= 2;
@@ -630,6 +713,10 @@ static int put_bytes(xml_parser *p, const char *s, size_t n) {
 
 static int put(xml_parser *p, int c) {
     char ch = (char)c;
+    if (p->slen < p->scap) {     /* one byte is most of the calls: no memcpy for it */
+        p->scratch[p->slen++] = ch;
+        return XML_OK;
+    }
     return put_bytes(p, &ch, 1);
 }
 
@@ -641,11 +728,6 @@ static int put_name_char(xml_parser *p, int c) {
 static int begin_name(xml_parser *p, int c) {
     p->name_start = p->slen;
     return put_name_char(p, c);
-}
-
-static int ensure_arena(xml_parser *p) {
-    if (!p->arena && !(p->arena = xml_arena_new())) return XML_ERR_NOMEM;
-    return XML_OK;
 }
 
 /* ---- character data ---- */
@@ -833,12 +915,13 @@ static int end_pi_target(xml_parser *p) {
 
 /* ---- tags ---- */
 
-static int split_qname(const char *q, size_t *plen, const char **local) {
-    const char *colon = strchr(q, ':');
+/* q is len bytes and NUL-terminated */
+static int split_qname(const char *q, size_t len, size_t *plen, const char **local) {
+    const char *colon = memchr(q, ':', len);
     *plen = 0;
     *local = q;
     if (!colon) return XML_OK;
-    if (colon == q || !is_name_start((unsigned char)colon[1]) || strchr(colon + 1, ':'))
+    if (colon == q || !is_name_start((unsigned char)colon[1]) || memchr(colon + 1, ':', len - (size_t)(colon - q) - 1))
         return XML_ERR_NOT_WELL_FORMED;
     *plen = (size_t)(colon - q);
     *local = colon + 1;
@@ -861,7 +944,7 @@ static int bind_ns(xml_parser *p, const char *prefix, const char *uri, unsigned 
         (plen && !ulen))
         return XML_ERR_BAD_NAMESPACE;
     size_t size = sizeof(ns_bind) + plen + 1 + ulen + 1;
-    ns_bind *b = depth == 1 ? malloc(size) : xml_arena_alloc(p->arena, size);
+    ns_bind *b = depth == 1 ? malloc(size) : arena_alloc(p->arena, size);
     if (!b) return XML_ERR_NOMEM;
     char *s = (char *)(b + 1);
     memcpy(s, prefix, plen + 1);
@@ -879,45 +962,51 @@ static int bind_ns(xml_parser *p, const char *prefix, const char *uri, unsigned 
     return XML_OK;
 }
 
-static const char *next_string(const char *s) {
-    return s + strlen(s) + 1;
+static int is_xmlns_attr(const char *name, size_t len) {
+    return len >= 5 && memcmp(name, "xmlns", 5) == 0 && (len == 5 || name[5] == ':');
 }
 
-static int is_xmlns_attr(const char *name) {
-    return strncmp(name, "xmlns", 5) == 0 && (name[5] == '\0' || name[5] == ':');
-}
-
-/* Turns the tag in scratch into a node: declarations first, since they scope the tag's own names. */
-static int build_element(xml_parser *p, unsigned depth, xml_node **out) {
-    const char *q = p->scratch, *end = p->scratch + p->slen, *s, *local;
-    size_t plen;
+/* Turns the tag in scratch into a node: declarations first, since they scope the tag's own names. The
+ * tag is qname\0(name\0value\0)*; each string's length is taken once and reused for its copy. *qname is
+ * set to the node's name when the tag's name has no prefix (so the caller need not copy it again). */
+static int build_element(xml_parser *p, unsigned depth, xml_node **out, const char **qname) {
+    const char *q = p->scratch, *end = p->scratch + p->slen, *s, *v, *local;
+    size_t qlen = strlen(q), nlen, vlen, plen;
     int rc;
-    for (s = next_string(q); s < end; s = next_string(next_string(s))) {
-        if (!is_xmlns_attr(s)) continue;
+    for (s = q + qlen + 1; s < end; s = v + vlen + 1) {
+        nlen = strlen(s);
+        v = s + nlen + 1;
+        vlen = strlen(v);
+        if (!is_xmlns_attr(s, nlen)) continue;
         const char *prefix = s[5] ? s + 6 : "";
         if (s[5] && (!*prefix || strchr(prefix, ':'))) return XML_ERR_NOT_WELL_FORMED;
-        if ((rc = bind_ns(p, prefix, next_string(s), depth))) return rc;
+        if ((rc = bind_ns(p, prefix, v, depth))) return rc;
     }
-    if ((rc = split_qname(q, &plen, &local))) return rc;
+    if ((rc = split_qname(q, qlen, &plen, &local))) return rc;
     const char *ns = resolve(p, q, plen);
     if (!ns) return XML_ERR_BAD_NAMESPACE;
-    xml_node *n = xml_arena_alloc(p->arena, sizeof *n);
+    xml_node *n = arena_alloc(p->arena, sizeof *n);
     if (!n) return XML_ERR_NOMEM;
     memset(n, 0, sizeof *n);
     n->ns = ns;
-    if (!(n->name = xml_arena_strdup(p->arena, local))) return XML_ERR_NOMEM;
+    if (!(n->name = arena_strndup(p->arena, local, qlen - (size_t)(local - q)))) return XML_ERR_NOMEM;
+    *qname = plen ? NULL : n->name;
     xml_attr **tail = &n->attrs;
-    for (s = next_string(q); s < end; s = next_string(next_string(s))) {
-        if (is_xmlns_attr(s)) continue;
-        if ((rc = split_qname(s, &plen, &local))) return rc;
+    for (s = q + qlen + 1; s < end; s = v + vlen + 1) {
+        nlen = strlen(s);
+        v = s + nlen + 1;
+        vlen = strlen(v);
+        if (is_xmlns_attr(s, nlen)) continue;
+        if ((rc = split_qname(s, nlen, &plen, &local))) return rc;
         const char *ans = plen ? resolve(p, s, plen) : NULL;
         if (plen && !ans) return XML_ERR_BAD_NAMESPACE;
         for (const xml_attr *x = n->attrs; x; x = x->next)
-            if (strcmp(x->name, local) == 0 && same_ns(x->ns, ans)) return XML_ERR_NOT_WELL_FORMED;
-        xml_attr *at = xml_arena_alloc(p->arena, sizeof *at);
+            if (x->name[0] == local[0] && strcmp(x->name, local) == 0 && same_ns(x->ns, ans))
+                return XML_ERR_NOT_WELL_FORMED;
+        xml_attr *at = arena_alloc(p->arena, sizeof *at);
         if (!at) return XML_ERR_NOMEM;
-        at->name = xml_arena_strdup(p->arena, local);
-        at->value = xml_arena_strdup(p->arena, next_string(s));
+        at->name = arena_strndup(p->arena, local, nlen - (size_t)(local - s));
+        at->value = arena_strndup(p->arena, v, vlen);
         at->ns = ans;
         at->next = NULL;
         if (!at->name || !at->value) return XML_ERR_NOMEM;
@@ -950,7 +1039,8 @@ static int end_element(xml_parser *p) {
 
 static int open_root(xml_parser *p, int empty) {
     xml_node *root;
-    int rc = build_element(p, 1, &root);
+    const char *qname;
+    int rc = build_element(p, 1, &root, &qname);
     if (rc) return rc;
     if (!(p->root_qname = strdup(p->scratch))) return XML_ERR_NOMEM;
     p->root_mem += strlen(p->root_qname) + 1;
@@ -965,17 +1055,18 @@ static int open_root(xml_parser *p, int empty) {
 }
 
 static int end_start_tag(xml_parser *p, int empty) {
-    int rc = ensure_arena(p);
-    if (rc) return rc;
+    int rc;
+    p->arena = &p->arena_mem;
     if (p->depth == 0) return open_root(p, empty);
     unsigned depth = p->depth + 1;
     if (depth - 1 > p->lim.max_depth) return XML_ERR_LIMIT;
     xml_node *n;
-    if ((rc = build_element(p, depth, &n))) return rc;
+    const char *qname;
+    if ((rc = build_element(p, depth, &n, &qname))) return rc;
     /* a stream header where a stanza belongs never ends: say so now rather than wait for it */
     if (depth == 2 && !strcmp(n->name, "stream") && !strcmp(n->ns, XML_NS_STREAM)) return XML_ERR_NESTED_STREAM;
-    frame *f = xml_arena_alloc(p->arena, sizeof *f);
-    if (!f || !(f->qname = xml_arena_strdup(p->arena, p->scratch))) return XML_ERR_NOMEM;
+    frame *f = arena_alloc(p->arena, sizeof *f);
+    if (!f || !(f->qname = qname ? qname : xml_arena_strdup(p->arena, p->scratch))) return XML_ERR_NOMEM;
     f->node = n;
     f->up = p->top;
     if (p->top) xml_append_child(p->top->node, n);
@@ -1143,11 +1234,14 @@ static int step_tag(xml_parser *p, int c) {
 static int step_prolog(xml_parser *p, int c) {
     int rc;
     switch (p->state) {
-    case ST_MISC:
+    case ST_MISC: {
+        int first = !p->started;    /* kept here, not per byte: only this state asks */
+        p->started = 1;
         if (is_ws(c)) return XML_OK;
         if (c != '<') return XML_ERR_NOT_WELL_FORMED;   /* text before the root */
-        p->decl_ok = p->seen == 1;
+        p->decl_ok = first;
         return open_angle(p);
+    }
     case ST_PI_TARGET:
         if (is_name_char(c)) return p->slen ? put_name_char(p, c) : begin_name(p, c);
         if ((rc = end_pi_target(p))) return rc;
@@ -1239,22 +1333,45 @@ static int feed_byte(xml_parser *p, int c) {
     int rc = utf8_check(p, c);
     if (rc) return rc;
     if (p->counting && ++p->tok_bytes > p->lim.max_stanza) return XML_ERR_LIMIT;
-    if (p->seen < 2) p->seen++;
     return step(p, c);    /* nothing after: a callback in there may have reset the parser */
 }
 
-/* Fast path: a run of plain printable ASCII in text or an attribute value needs no per-byte state. */
+/* Fast path: a run of plain printable ASCII in text or an attribute value, or of ASCII name characters in
+ * a name, needs no per-byte state, so it is checked with one table load a byte and copied in one piece.
+ * Such bytes are valid UTF-8 and XML Chars by themselves, so the decoder has nothing to do (the caller
+ * makes sure no multi-byte sequence is pending). A name's run stops short of max_name and max_stanza, so
+ * the byte that passes a limit gets its error from step() at the same offset as before (text and values
+ * fail at the run's start, as they always did). Returns how many bytes the run holds (0: use step()). */
 static size_t plain_run(const xml_parser *p, const unsigned char *s, size_t n) {
-    size_t i = 0;
-    if (p->state == ST_TEXT) {
-        while (i < n && s[i] >= 0x20 && s[i] < 0x80 && s[i] != '<' && s[i] != '&' && s[i] != ']' && s[i] != '>')
-            i++;
-    } else {
-        while (i < n && s[i] >= 0x20 && s[i] < 0x80 && s[i] != '<' && s[i] != '&' && s[i] != p->quote) i++;
+    unsigned char mask;
+    switch (p->state) {
+    case ST_TEXT: mask = A_TEXT; break;
+    case ST_ATTR_VALUE: mask = p->quote == '\'' ? A_APOS : A_QUOT; break;
+    case ST_ETAG_NAME:
+        if (p->slen == 0 && (s[0] >= 0x80 || !is_name_start(s[0]))) return 0;   /* a name must start so */
+        /* fall through */
+    case ST_STAG_NAME: case ST_ATTR_NAME: {
+        size_t name_room = p->lim.max_name - (p->slen - p->name_start);
+        size_t tok_room = p->lim.max_stanza - p->tok_bytes;     /* a tag always counts */
+        if (n > name_room) n = name_room;
+        if (n > tok_room) n = tok_room;
+        mask = A_NAME_RUN;
+        break;
     }
+    default: return 0;
+    }
+    size_t i = 0;
+    /* four at a time while all four qualify: the loop's own test is much of the cost of a byte */
+    while (n - i >= 4 && (byte_class[s[i]] & byte_class[s[i + 1]] & byte_class[s[i + 2]] & byte_class[s[i + 3]]
+                          & mask))
+        i += 4;
+    while (i < n && (byte_class[s[i]] & mask)) i++;
     return i;
 }
 
+#define RUN_STATES (1u << ST_TEXT | 1u << ST_ATTR_VALUE | 1u << ST_STAG_NAME | 1u << ST_ATTR_NAME | 1u << ST_ETAG_NAME)
+
+/* A run holds no ']' and no CR, so neither "]]>" nor CR LF can straddle its end. */
 static int take_run(xml_parser *p, const char *s, size_t n) {
     if (p->counting) {
         if (n > p->lim.max_stanza - p->tok_bytes) return XML_ERR_LIMIT;
@@ -1262,7 +1379,6 @@ static int take_run(xml_parser *p, const char *s, size_t n) {
     }
     p->brackets = 0;
     p->cr = 0;
-    p->seen = 2;
     if (p->state == ST_TEXT && p->depth < 2) return XML_OK;
     return put_bytes(p, s, n);
 }
@@ -1272,7 +1388,7 @@ int xml_parser_feed(xml_parser *p, const char *data, size_t len, size_t *consume
     size_t i = 0;
     int rc = p->err;
     while (!rc && i < len) {
-        if (p->u8_need == 0 && (p->state == ST_TEXT || p->state == ST_ATTR_VALUE)) {
+        if (p->u8_need == 0 && (RUN_STATES >> p->state & 1)) {
             size_t n = plain_run(p, s + i, len - i);
             if (n) {
                 rc = take_run(p, data + i, n);

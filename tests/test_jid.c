@@ -243,9 +243,41 @@ static void test_resource_valid(void)
     free(s);
 }
 
+/* Parts are checked before anything is written: a refused JID leaves *out as it was. Mixed ASCII and
+ * UTF-8 in one part goes through both the ASCII fast path and the decoder. */
+static void test_fast_paths(void)
+{
+    jid before;
+    CHECK(parses("keep@example.com/this"), "setup");
+    before = J;
+    CHECK(!parses("good@example.com/\x01"), "control in the resource");
+    CHECK(memcmp(&before, &J, sizeof J) == 0, "a refused JID must leave the output untouched");
+    CHECK(!parses("good@bad..example"), "empty label");
+    CHECK(memcmp(&before, &J, sizeof J) == 0, "a refused JID must leave the output untouched");
+
+    CHECK(parses("J\xC3\x9CLiet@\xC3\x84Xample.COM/R\xC3\xA9S"), "mixed UTF-8 and ASCII");
+    CHECK_STR("j\xC3\x9Cliet", J.local);            /* only ASCII letters are folded */
+    CHECK_STR("\xC3\x84xample.com", J.domain);
+    CHECK_STR("R\xC3\xA9S", J.resource);
+    CHECK(!parses("a\xC2\xA0" "b@example.com"), "no-break space in the localpart");
+    CHECK(!parses("a\xE2\x80\x8B" "b@example.com"), "zero-width space in the localpart");
+    CHECK(!parses("ab@exa\xE2\x80\x8Bmple.com"), "zero-width space in the domain");
+    CHECK(!parses("a\x7F@example.com"), "DEL in the localpart");
+    CHECK(!parses("a@example.com/r\x7F"), "DEL in the resource");
+
+    CHECK(parses("x@[2001:DB8::A]/R"), "IPv6 literal");
+    CHECK_STR("[2001:db8::a]", J.domain);
+    CHECK_STR("R", J.resource);
+    CHECK(parses("Example.COM"), "domain only, no resource");
+    CHECK_STR("", J.local);
+    CHECK_STR("example.com", J.domain);
+    CHECK_STR("", J.resource);
+}
+
 int main(void)
 {
     test_valid_forms();
+    test_fast_paths();
     test_normalisation();
     test_invalid_forms();
     test_lengths();

@@ -940,6 +940,91 @@ static void test_xml_prefixed_element(void) {
     xml_buf_free(&r2.log);
 }
 
+/* ------------------------------------------------------------------ bulk runs */
+
+/* status and consumed of one whole feed with the given limits */
+static int feed_once(const xml_limits *lim, const char *in, size_t *used) {
+    rec r;
+    rec_init(&r);
+    xml_parser *p = xml_parser_new(lim, &events, &r);
+    int rc = xml_parser_feed(p, in, strlen(in), used);
+    xml_parser_free(p);
+    xml_buf_free(&r.log);
+    return rc;
+}
+
+/* Names, text and values are taken in runs; a limit must still stop the parser at the byte that passes it,
+ * and a run must give way to the byte-by-byte path for anything that needs it. */
+static void test_bulk_runs(void) {
+    xml_limits lim;
+    size_t used = 0, hdr = strlen(STREAM_HDR);
+    memset(&lim, 0, sizeof lim);
+    lim.max_name = 13;
+    CHECK_INT(XML_ERR_LIMIT, feed_once(&lim, STREAM_HDR "<abcdefghijklmn/>", &used));
+    CHECK_INT(hdr + 14, used);                              /* the 14th name byte */
+    CHECK_INT(XML_ERR_LIMIT, feed_once(&lim, STREAM_HDR "<m abcdefghijklmn='1'/>", &used));
+    CHECK_INT(hdr + 16, used);
+    CHECK_INT(XML_ERR_LIMIT, feed_once(&lim, STREAM_HDR "<m></abcdefghijklmn>", &used));
+    CHECK_INT(hdr + 18, used);
+    memset(&lim, 0, sizeof lim);
+    lim.max_stanza = 100;    /* the header (85 bytes) counts too */
+    xml_buf b;
+    xml_buf_init(&b);
+    xml_buf_puts(&b, STREAM_HDR "<");
+    for (int i = 0; i < 120; i++) xml_buf_puts(&b, "n");
+    xml_buf_puts(&b, "/>");
+    CHECK_INT(XML_ERR_LIMIT, feed_once(&lim, b.data, &used));
+    CHECK_INT(hdr + 100, used);                             /* the stanza's 101st byte, inside the name */
+
+    /* UTF-8 split across feeds right after a run, in a name, a value and text */
+    const char *mixed = STREAM_HDR "<m\xC3\xA9t a\xC3\xA9='x\xE2\x82\xACy'>ab\xF0\x9F\x98\x80" "cd</m\xC3\xA9t>";
+    for (size_t step = 0; step <= 5; step++) {
+        rec r;
+        rec_init(&r);
+        CHECK_INT(XML_OK, parse_with(&r, NULL, mixed, strlen(mixed), step));
+        CHECK_STR("open {http://etherx.jabber.org/streams}stream\n"
+                  "<m\xC3\xA9t a\xC3\xA9='x\xE2\x82\xACy'>ab\xF0\x9F\x98\x80" "cd</m\xC3\xA9t>\n", rec_log(&r));
+        xml_buf_free(&r.log);
+    }
+    /* what a run must not swallow: CR LF and tab normalization, "]]>", the other quote, bad bytes */
+    rec r;
+    rec_init(&r);
+    const char *norm = STREAM_HDR "<m a='x\r\ny\tz\"w'>p\r\nq]]r</m>";
+    CHECK_INT(XML_OK, parse_with(&r, NULL, norm, strlen(norm), 0));
+    CHECK_STR("open {http://etherx.jabber.org/streams}stream\n<m a='x y z&quot;w'>p\nq]]r</m>\n", rec_log(&r));
+    xml_buf_free(&r.log);
+    CHECK_INT(XML_ERR_NOT_WELL_FORMED, feed_once(NULL, STREAM_HDR "<m>ab]]>c</m>", &used));
+    CHECK_INT(XML_ERR_NOT_WELL_FORMED, feed_once(NULL, STREAM_HDR "<m a='bc\x01'/>", &used));
+    CHECK_INT(hdr + 8, used);
+    CHECK_INT(XML_ERR_NOT_WELL_FORMED, feed_once(NULL, STREAM_HDR "<m>abc\xC3(</m>", &used));
+    CHECK_INT(hdr + 7, used);                               /* the byte that breaks the sequence */
+
+    /* the serializer's escaping, run by run */
+    xml_arena *a = xml_arena_new();
+    xml_node *n = xml_node_new(a, "m", XML_NS_CLIENT);
+    xml_set_attr(a, n, "v", "a&b<c>d'e\"f\rg\nh\ti");
+    xml_add_text(a, n, "a&b<c>d'e\"f\rg\nh\ti", 17);
+    xml_buf_reset(&b);
+    xml_serialize(&b, n, XML_NS_CLIENT);
+    CHECK_STR("<m v='a&amp;b&lt;c&gt;d&apos;e&quot;f&#13;g&#10;h&#9;i'>"
+              "a&amp;b&lt;c&gt;d&apos;e&quot;f&#13;g\nh\ti</m>", b.data);
+    xml_buf_free(&b);
+    xml_arena_free(a);
+
+    /* stanza after stanza of the same size, reset in between: the chunk reset keeps serves them all */
+    a = xml_arena_new();
+    size_t kept = 0;
+    for (int i = 0; i < 10; i++) {
+        CHECK(xml_arena_alloc(a, 400) != NULL && xml_arena_alloc(a, 1200) != NULL, "arena allocation failed");
+        if (i > 0) CHECK(xml_arena_used(a) == kept, "round %d allocated again: %zu bytes, %zu kept", i,
+                         xml_arena_used(a), kept);
+        xml_arena_reset(a);
+        kept = xml_arena_used(a);
+    }
+    CHECK(kept <= 4096, "reset keeps at most one chunk, holds %zu", kept);
+    xml_arena_free(a);
+}
+
 int main(void) {
     test_arena();
     test_tree_builders();
@@ -954,6 +1039,7 @@ int main(void) {
     test_refusals();
     test_limits();
     test_xml_prefixed_element();
+    test_bulk_runs();
     printf("status strings: %s / %s\n", xml_status_str(XML_ERR_LIMIT), xml_status_str(99));
     return check_summary("xml");
 }
