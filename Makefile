@@ -112,7 +112,7 @@ fuzz: $(FUZZ_BINS)
 # ---- end fuzz ----------------------------------------------------------------------------------------
 
 # ---- bench: the load generator and the benchmark suite (see BENCHMARKS.md) ----
-.PHONY: bench bench-large
+.PHONY: bench bench-large bench-compare
 
 $(BUILD)/couplet-load: bench/couplet-load.c | $(BUILD)
 	$(CC) $(WARN) -O2 -o $@ bench/couplet-load.c $(LDLIBS)
@@ -124,4 +124,9 @@ bench: $(BUILD)/couplet $(BUILD)/couplet-load
 # 100,000 idle sessions (needs a file descriptor hard limit above 100,000).
 bench-large: $(BUILD)/couplet $(BUILD)/couplet-load
 	@bash bench/run.sh --large
+
+# Couplet, Prosody and ejabberd (Debian packages, installed if missing) under the same generator; as root,
+# about 4 minutes. Markdown tables for BENCHMARKS.md on stdout.
+bench-compare: $(BUILD)/couplet $(BUILD)/couplet-load
+	@bash bench/compare.sh
 # ---- end of bench ----

@@ -48,7 +48,8 @@ if [ "$NOFILE" -lt $((NACC + 1000)) ]; then
     log "the file limit is $NOFILE: idle test reduced to $NACC sessions"
 fi
 
-# one server configuration for every run; only the port (and defer_accept) change
+# one server configuration for every run; only the port (and defer_accept, require_encryption) change
+REQUIRE_ENCRYPTION=false
 write_conf() {   # write_conf PORT [extra lines...]
     local port=$1; shift
     {
@@ -58,7 +59,7 @@ write_conf() {   # write_conf PORT [extra lines...]
         echo "bind = 127.0.0.1"
         echo "c2s_port = $port"
         echo "c2s_tls_port = 0"
-        echo "require_encryption = false"
+        echo "require_encryption = $REQUIRE_ENCRYPTION"
         echo "scram_iterations = 4096"
         echo "max_connections = 200000"
         # rate limits off, as for the reference servers: the load comes from a few loopback addresses
@@ -160,6 +161,12 @@ for stage in header auth bind; do
     run "idle_$stage" --workload idle --sessions "$NACC" --mech SCRAM-SHA-1 --duration 1 --stop-at "$stage"
 done
 
+# 2b. idle TLS sessions: STARTTLS on the same port, require_encryption = true (SASL only after TLS), 2,000
+#     sessions (the server's generated ECDSA P-256 certificate; TLS 1.3 unless the client asks otherwise)
+REQUIRE_ENCRYPTION=true
+run idle_tls --workload idle --sessions 2000 --mech SCRAM-SHA-1 --tls --duration 5
+REQUIRE_ENCRYPTION=false
+
 # 3. 1:1 chat: flat out (server CPU per routed message), then at a fixed 2,000 msg/s (latency)
 run chat_sat --workload chat --sessions 200 --mech SCRAM-SHA-1 --window 8 --duration 8
 run chat_2000 --workload chat --sessions 1000 --mech SCRAM-SHA-1 --msg-rate 2000 --duration 10
@@ -205,6 +212,12 @@ done
 cat <<EOF
 
 Idle phase of the full run: server CPU $(val idle server_cpu_s) s over 10 s with $(val idle alive) sessions open.
+
+### Memory per idle TLS session (STARTTLS, \`require_encryption = true\`, SCRAM-SHA-1)
+
+| sessions | logged in | server RSS before | after | per idle TLS session | target | login rate (TLS handshake + SCRAM) | command |
+| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |
+| 2000 | $(val idle_tls logged_in) | $(val idle_tls rss_before_kb) kB | $(val idle_tls rss_after_kb) kB | $(val idle_tls rss_per_session_b) B | 16384 B | $(val idle_tls logins_per_s)/s | \`$(cmd idle_tls)\` (config \`require_encryption = true\`) |
 
 ### Logins
 
@@ -252,7 +265,7 @@ echo
 echo "Raw summary lines:"
 echo
 echo '```'
-for n in scram_warm login_scram login_plain login_scram_paced idle idle_header idle_auth idle_bind chat_sat chat_2000 muc_10 muc_100 muc_1000 silent_defer silent_nodefer; do
+for n in scram_warm login_scram login_plain login_scram_paced idle idle_tls idle_header idle_auth idle_bind chat_sat chat_2000 muc_10 muc_100 muc_1000 silent_defer silent_nodefer; do
     echo "$n: $(cut -c8- "$TMP/$n")"
 done
 echo '```'
