@@ -105,6 +105,18 @@ static int login_as(client *c, const char *user, char *res_out, size_t n) {
     return client_login(c, user, res_out);
 }
 
+/* romeo in a and juliet in b, each on a new resource; their full JIDs in afull and bfull. 0 on success. */
+static int login_pair(client *a, client *b, char *afull, char *bfull, size_t n, const char *what) {
+    char ra[32], rb[32];
+    if (login_as(a, "romeo", ra, sizeof ra) < 0 || login_as(b, "juliet", rb, sizeof rb) < 0) {
+        CHECK(0, "romeo and juliet log in for the %s cases", what);
+        return -1;
+    }
+    snprintf(afull, n, "romeo@localhost/%s", ra);
+    snprintf(bfull, n, "juliet@localhost/%s", rb);
+    return 0;
+}
+
 /* A fresh connection brought to `stage`; 0 on success. */
 static int open_at(client *c, int stage, const char *what) {
     char res[32];
@@ -515,13 +527,8 @@ static void test_jids(void) {
 
 static void test_spoofing(void) {
     client a, b;
-    char ra[32], rb[32], afull[64], bfull[64], want[96], xml[512];
-    if (login_as(&a, "romeo", ra, sizeof ra) < 0 || login_as(&b, "juliet", rb, sizeof rb) < 0) {
-        CHECK(0, "romeo and juliet log in for the spoofing cases");
-        return;
-    }
-    snprintf(afull, sizeof afull, "romeo@localhost/%s", ra);
-    snprintf(bfull, sizeof bfull, "juliet@localhost/%s", rb);
+    char afull[64], bfull[64], want[96], xml[512];
+    if (login_pair(&a, &b, afull, bfull, sizeof afull, "spoofing") < 0) return;
     snprintf(want, sizeof want, "from='%s'", afull);
     static const char *froms[] = {"juliet@localhost/healthy", "localhost", "admin@localhost",
                                   "someone@example.org/x", "not a jid &lt;"};
@@ -572,13 +579,8 @@ static void test_spoofing(void) {
 
 static void test_iq_semantics(void) {
     client a, b;
-    char ra[32], rb[32], afull[64], bfull[64], xml[512], st[4096];
-    if (login_as(&a, "romeo", ra, sizeof ra) < 0 || login_as(&b, "juliet", rb, sizeof rb) < 0) {
-        CHECK(0, "romeo and juliet log in for the IQ cases");
-        return;
-    }
-    snprintf(afull, sizeof afull, "romeo@localhost/%s", ra);
-    snprintf(bfull, sizeof bfull, "juliet@localhost/%s", rb);
+    char afull[64], bfull[64], xml[512], st[4096];
+    if (login_pair(&a, &b, afull, bfull, sizeof afull, "IQ") < 0) return;
 
     /* responses nobody asked for: never answered with an error (RFC 6120 §8.3.1, §8.2.3) */
     const char *targets[] = {"localhost", "juliet@localhost", bfull, "romeo@localhost", NULL};
