@@ -742,6 +742,19 @@ static void add_feature(server *srv, xml_node *q, const char *var) {
     if (f) xml_set_attr(srv->arena, f, "var", var);
 }
 
+static void add_identity(server *srv, xml_node *q, const char *category, const char *type, const char *name) {
+    xml_node *id = xml_add_child(srv->arena, q, "identity", NULL);
+    if (!id) return;
+    xml_set_attr(srv->arena, id, "category", category);
+    xml_set_attr(srv->arena, id, "type", type);
+    if (name) xml_set_attr(srv->arena, id, "name", name);
+}
+
+/* a disco#info or disco#items query; we publish no nodes, so one naming a node is item-not-found */
+static int is_disco_query(const xml_node *q) {
+    return !strcmp(q->name, "query") && (!strcmp(q->ns, NS_DISCO_INFO) || !strcmp(q->ns, NS_DISCO_ITEMS));
+}
+
 static xml_node *iq_result_query(session *s, const xml_node *iq, const char *name, const char *ns) {
     xml_node *r = iq_result(s, iq);
     return r ? xml_add_child(s->srv->arena, r, name, ns) : NULL;
@@ -753,32 +766,19 @@ static void send_result(session *s, xml_node *child_or_iq) {
     if (root) session_send_node(s, root);
 }
 
-static void iq_server_disco_info(session *s, const xml_node *iq, const xml_node *q) {
+static void iq_server_disco_info(session *s, const xml_node *iq) {
     server *srv = s->srv;
-    if (xml_attr_get(q, "node")) {
-        send_stanza_error(s, iq, "cancel", "item-not-found");
-        return;
-    }
     xml_node *r = iq_result_query(s, iq, "query", NS_DISCO_INFO);
     if (!r) return;
-    xml_node *id = xml_add_child(srv->arena, r, "identity", NULL);
-    if (id) {
-        xml_set_attr(srv->arena, id, "category", "server");
-        xml_set_attr(srv->arena, id, "type", "im");
-        xml_set_attr(srv->arena, id, "name", "Couplet");
-    }
+    add_identity(srv, r, "server", "im", "Couplet");
     static const char *const features[] = {NS_DISCO_INFO, NS_DISCO_ITEMS, NS_PING, NS_VERSION, NS_TIME,
                                            NS_LAST, NS_ROSTER, NULL};
     for (const char *const *f = features; *f; f++) add_feature(srv, r, *f);
     send_result(s, r);
 }
 
-static void iq_server_disco_items(session *s, const xml_node *iq, const xml_node *q) {
+static void iq_server_disco_items(session *s, const xml_node *iq) {
     server *srv = s->srv;
-    if (xml_attr_get(q, "node")) {
-        send_stanza_error(s, iq, "cancel", "item-not-found");
-        return;
-    }
     xml_node *r = iq_result_query(s, iq, "query", NS_DISCO_ITEMS);
     if (!r) return;
     xml_node *item = xml_add_child(srv->arena, r, "item", NULL);
@@ -821,8 +821,9 @@ static void iq_server_uptime(session *s, const xml_node *iq) {
 
 static void iq_server(session *s, const xml_node *iq, const xml_node *q) {
     int get = !strcmp(stanza_type(iq), "get");
-    if (get && !strcmp(q->ns, NS_DISCO_INFO) && !strcmp(q->name, "query")) iq_server_disco_info(s, iq, q);
-    else if (get && !strcmp(q->ns, NS_DISCO_ITEMS) && !strcmp(q->name, "query")) iq_server_disco_items(s, iq, q);
+    if (get && is_disco_query(q) && xml_attr_get(q, "node")) send_stanza_error(s, iq, "cancel", "item-not-found");
+    else if (get && !strcmp(q->ns, NS_DISCO_INFO) && !strcmp(q->name, "query")) iq_server_disco_info(s, iq);
+    else if (get && !strcmp(q->ns, NS_DISCO_ITEMS) && !strcmp(q->name, "query")) iq_server_disco_items(s, iq);
     else if (get && !strcmp(q->ns, NS_PING) && !strcmp(q->name, "ping")) send_result(s, iq_result(s, iq));
     else if (get && !strcmp(q->ns, NS_VERSION) && !strcmp(q->name, "query")) iq_server_version(s, iq);
     else if (get && !strcmp(q->ns, NS_TIME) && !strcmp(q->name, "time")) iq_server_time(s, iq);
@@ -842,19 +843,14 @@ static void iq_account(session *s, const xml_node *iq, const xml_node *q, const 
         else send_stanza_error(s, iq, "cancel", "not-allowed");
         return;
     }
-    int disco = get && !strcmp(q->name, "query") && (!strcmp(q->ns, NS_DISCO_INFO) || !strcmp(q->ns, NS_DISCO_ITEMS));
-    if (disco && xml_attr_get(q, "node")) {
+    if (get && is_disco_query(q) && xml_attr_get(q, "node")) {
         send_stanza_error(s, iq, "cancel", "item-not-found");
         return;
     }
     if (get && !strcmp(q->ns, NS_DISCO_INFO) && !strcmp(q->name, "query")) {
         xml_node *r = iq_result_query(s, iq, "query", NS_DISCO_INFO);
         if (!r) return;
-        xml_node *id = xml_add_child(srv->arena, r, "identity", NULL);
-        if (id) {
-            xml_set_attr(srv->arena, id, "category", "account");
-            xml_set_attr(srv->arena, id, "type", "registered");
-        }
+        add_identity(srv, r, "account", "registered", NULL);
         add_feature(srv, r, NS_DISCO_INFO);
         add_feature(srv, r, NS_DISCO_ITEMS);
         send_result(s, r);
