@@ -12,9 +12,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/core_names.h>
 #include <openssl/crypto.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
 #include <openssl/rand.h>
 
 #define ACCOUNTS_HEADER   "# couplet accounts v1"
@@ -116,33 +117,125 @@ long auth_b64_decode(const char *in, size_t len, unsigned char *out)
 /* ------------------------------------------------------------------------------------------------ */
 /* digest helpers                                                                                    */
 
-static const EVP_MD *md_by_name(const char *md)
+/* OpenSSL 3 looks an algorithm up by name inside every one-shot HMAC() and every EVP_Digest() given a
+ * built-in EVP_sha1(); that lookup cost more than the hashing in a SCRAM login. So each digest is fetched
+ * once, with one reusable HMAC context and one digest context (the process is single-threaded), and
+ * freed at exit. */
+typedef struct digest_cache {
+    const char *name;
+    EVP_MD *md;
+    EVP_MAC_CTX *mac;
+    EVP_MD_CTX *ctx;
+} digest_cache;
+
+static digest_cache digests[] = { { "SHA1", NULL, NULL, NULL }, { "SHA256", NULL, NULL, NULL } };
+
+static void digests_free(void)
 {
+    for (size_t i = 0; i < sizeof digests / sizeof digests[0]; i++) {
+        EVP_MAC_CTX_free(digests[i].mac);
+        EVP_MD_CTX_free(digests[i].ctx);
+        EVP_MD_free(digests[i].md);
+        digests[i].mac = NULL;
+        digests[i].ctx = NULL;
+        digests[i].md = NULL;
+    }
+}
+
+static int digest_setup(digest_cache *d)
+{
+    static int registered;
+    if (!registered && atexit(digests_free) == 0)
+        registered = 1;
+    EVP_MAC *mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+    d->md = EVP_MD_fetch(NULL, d->name, NULL);
+    d->ctx = EVP_MD_CTX_new();
+    d->mac = mac ? EVP_MAC_CTX_new(mac) : NULL;
+    EVP_MAC_free(mac);      /* the context holds its own reference */
+    OSSL_PARAM params[] = { OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)d->name, 0),
+                            OSSL_PARAM_construct_end() };
+    if (!d->md || !d->ctx || !d->mac || !EVP_MAC_CTX_set_params(d->mac, params)) {
+        EVP_MAC_CTX_free(d->mac);
+        EVP_MD_CTX_free(d->ctx);
+        EVP_MD_free(d->md);
+        d->mac = NULL;
+        d->ctx = NULL;
+        d->md = NULL;
+        ERR_clear_error();
+        return -1;
+    }
+    return 0;
+}
+
+/* "SHA1"/"SHA-1" or "SHA256"/"SHA-256", fetched on first use; NULL if unknown or unavailable */
+static digest_cache *digest_get(const char *md)
+{
+    digest_cache *d;
     if (!md)
         return NULL;
     if (strcmp(md, "SHA1") == 0 || strcmp(md, "SHA-1") == 0)
-        return EVP_sha1();
-    if (strcmp(md, "SHA256") == 0 || strcmp(md, "SHA-256") == 0)
-        return EVP_sha256();
-    return EVP_get_digestbyname(md);
+        d = &digests[0];
+    else if (strcmp(md, "SHA256") == 0 || strcmp(md, "SHA-256") == 0)
+        d = &digests[1];
+    else
+        return NULL;
+    if (!d->md && digest_setup(d) < 0)
+        return NULL;
+    return d;
+}
+
+/* out = md(data); returns the digest length or -1 */
+static int digest_once(digest_cache *d, const void *data, size_t n, unsigned char *out)
+{
+    unsigned int len = 0;
+    if (!EVP_DigestInit_ex(d->ctx, d->md, NULL) || !EVP_DigestUpdate(d->ctx, data, n) ||
+        !EVP_DigestFinal_ex(d->ctx, out, &len)) {
+        ERR_clear_error();
+        return -1;
+    }
+    return (int)len;
 }
 
 int auth_hmac(const char *md, const unsigned char *key, size_t keylen, const void *data, size_t n,
               unsigned char *out)
 {
-    const EVP_MD *m = md_by_name(md);
-    unsigned int len = 0;
-    if (!m || keylen > INT_MAX)
+    digest_cache *d = digest_get(md);
+    size_t len = 0;
+    if (!d || !EVP_MAC_init(d->mac, key, keylen, NULL) || !EVP_MAC_update(d->mac, data, n) ||
+        !EVP_MAC_final(d->mac, out, &len, KEY_MAX)) {
+        ERR_clear_error();
         return -1;
-    if (!HMAC(m, key, (int)keylen, data, n, out, &len))
-        return -1;
+    }
     return (int)len;
+}
+
+/* Random bytes for nonces and stream ids. One RAND_bytes() call takes the DRBG's lock and sets up its
+ * cipher each time, which cost more than the rest of SCRAM's server side; a small pool refilled in one
+ * call makes that once per ten logins. Bytes handed out are wiped from the pool. */
+int auth_random(void *out, size_t n)
+{
+    static unsigned char pool[256];
+    static size_t left;
+    if (n > sizeof pool)
+        return RAND_bytes(out, (int)n) == 1 ? 0 : -1;
+    if (left < n) {
+        if (RAND_bytes(pool, sizeof pool) != 1) {
+            left = 0;
+            return -1;
+        }
+        left = sizeof pool;
+    }
+    left -= n;
+    memcpy(out, pool + left, n);
+    OPENSSL_cleanse(pool + left, n);
+    return 0;
 }
 
 int auth_scram_salted(const char *md, const char *password, const unsigned char *salt, size_t saltlen,
                       int iterations, unsigned char *out)
 {
-    const EVP_MD *m = md_by_name(md);
+    digest_cache *d = digest_get(md);
+    const EVP_MD *m = d ? d->md : NULL;
     if (!m || !password || !salt || iterations < 1 || saltlen > INT_MAX)
         return -1;
     size_t plen = strlen(password);
@@ -157,20 +250,19 @@ int auth_scram_salted(const char *md, const char *password, const unsigned char 
 int auth_scram_keys(const char *md, const unsigned char *salted, unsigned char *client_key,
                     unsigned char *stored_key, unsigned char *server_key)
 {
-    const EVP_MD *m = md_by_name(md);
-    if (!m)
+    digest_cache *d = digest_get(md);
+    if (!d)
         return -1;
-    int dlen = EVP_MD_get_size(m);
+    int dlen = EVP_MD_get_size(d->md);
     if (dlen <= 0 || dlen > KEY_MAX)
         return -1;
     unsigned char ck[KEY_MAX], sk[KEY_MAX], st[KEY_MAX];
-    unsigned int stlen = 0;
     int rc = -1;
     if (auth_hmac(md, salted, (size_t)dlen, "Client Key", 10, ck) != dlen)
         goto out;
     if (auth_hmac(md, salted, (size_t)dlen, "Server Key", 10, sk) != dlen)
         goto out;
-    if (!EVP_Digest(ck, (size_t)dlen, st, &stlen, m, NULL) || (int)stlen != dlen)
+    if (digest_once(d, ck, (size_t)dlen, st) != dlen)
         goto out;
     if (client_key) memcpy(client_key, ck, (size_t)dlen);
     if (stored_key) memcpy(stored_key, st, (size_t)dlen);
@@ -1115,7 +1207,7 @@ static int fake_entry(const auth_store *s, int mech, const char *user, struct sc
     e->iter = (uint32_t)s->iterations;
     e->saltlen = SALT_LEN;
     memcpy(e->salt, h, SALT_LEN);
-    if (RAND_bytes(e->stored, KEY_MAX) != 1 || RAND_bytes(e->server, KEY_MAX) != 1)
+    if (auth_random(e->stored, KEY_MAX) < 0 || auth_random(e->server, KEY_MAX) < 0)
         return -1;
     return 0;
 }
@@ -1223,7 +1315,7 @@ static int scram_client_first(auth_sasl *x, const char *msg, size_t n, char *out
     unsigned char sn[SNONCE_LEN];
     char snb[B64_LEN(SNONCE_LEN)];
     char saltb[B64_LEN(SALT_MAX)];
-    if (RAND_bytes(sn, sizeof sn) != 1)
+    if (auth_random(sn, sizeof sn) < 0)
         goto fail;
     auth_b64_encode(sn, sizeof sn, snb);
     auth_b64_encode(x->key.salt, x->key.saltlen, saltb);
@@ -1300,7 +1392,6 @@ static int scram_client_final(auth_sasl *x, const char *msg, size_t n, char *out
     size_t aml = l1 + l2 + l3 + 2;
 
     unsigned char sig[KEY_MAX], ck[KEY_MAX], st[KEY_MAX];
-    unsigned int stl = 0;
     int result;
     if (auth_hmac(md, x->key.stored, (size_t)dlen, am, aml, sig) != dlen) {
         result = sasl_fail(x, "temporary-auth-failure");
@@ -1308,7 +1399,7 @@ static int scram_client_final(auth_sasl *x, const char *msg, size_t n, char *out
     }
     for (int i = 0; i < dlen; i++)
         ck[i] = proof[i] ^ sig[i];
-    if (!EVP_Digest(ck, (size_t)dlen, st, &stl, md_by_name(md), NULL) || (int)stl != dlen) {
+    if (digest_once(digest_get(md), ck, (size_t)dlen, st) != dlen) {
         result = sasl_fail(x, "temporary-auth-failure");
         goto out;
     }

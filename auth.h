@@ -62,4 +62,7 @@ int auth_scram_keys(const char *md, const unsigned char *salted, unsigned char *
 int auth_hmac(const char *md, const unsigned char *key, size_t keylen, const void *data, size_t n,
               unsigned char *out);
 
+/* n bytes from OpenSSL's DRBG, served from a small pool (nonces, stream ids); 0, or -1 on failure */
+int auth_random(void *out, size_t n);
+
 #endif

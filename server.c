@@ -10,7 +10,6 @@
 #include <string.h>
 #include <time.h>
 
-#include <openssl/rand.h>
 
 #include "auth.h"
 #include "jid.h"
@@ -215,11 +214,22 @@ static void session_write_spliced(session *s, const char *to, const char *head, 
     if (!b->oom) session_write(s, b->data, b->len);
 }
 
+/* lower-case hex of n random bytes into out[2n+1] */
+static void random_hex(char *out, size_t n) {
+    static const char digits[] = "0123456789abcdef";
+    unsigned char rnd[16];
+    if (n > sizeof rnd) n = sizeof rnd;
+    if (auth_random(rnd, n) < 0) memset(rnd, 0x5a, n);
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = digits[rnd[i] >> 4];
+        out[2 * i + 1] = digits[rnd[i] & 15];
+    }
+    out[2 * n] = 0;
+}
+
 static void session_send_header(session *s) {
-    unsigned char rnd[8];
     char id[17];
-    if (RAND_bytes(rnd, sizeof rnd) != 1) memset(rnd, 0x5a, sizeof rnd);
-    for (int i = 0; i < 8; i++) snprintf(id + 2 * i, 3, "%02x", rnd[i]);
+    random_hex(id, 8);
     xml_buf *b = &s->srv->out;
     xml_buf_reset(b);
     xml_buf_puts(b, "<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
@@ -527,9 +537,9 @@ static int handle_sasl(session *s, const xml_node *n) {
 }
 
 static void random_resource(char *out, size_t n) {
-    unsigned char rnd[6];
-    if (RAND_bytes(rnd, sizeof rnd) != 1) memset(rnd, 0x33, sizeof rnd);
-    snprintf(out, n, "couplet-%02x%02x%02x%02x%02x%02x", rnd[0], rnd[1], rnd[2], rnd[3], rnd[4], rnd[5]);
+    char hex[13];
+    random_hex(hex, 6);
+    snprintf(out, n, "couplet-%s", hex);
 }
 
 static void session_unbind(session *s);

@@ -54,6 +54,7 @@ static struct {
     enum workload workload;
     int hard_cap;
     int quiet;
+    int no_coalesce;
     int stop_at;
     const char *key_cache;      /* file that keeps derived SCRAM keys between runs, as a client would */                /* idle: hold sessions at this negotiation stage (memory breakdown) */
 } opt = {
@@ -90,6 +91,8 @@ static void usage(void)
         "  --drain S           seconds to wait for in-flight messages at the end (2)\n"
         "  --hard-cap S        give up after S seconds whatever happens (planned + 120)\n"
         "  --quiet             no progress lines\n"
+        "  --no-coalesce       one send() per stanza (default: what a session sends in one loop turn goes out\n"
+        "                      in one send(), as an event-driven client does)\n"
         "  --key-cache FILE    load and save the derived SCRAM keys (salt, iterations, password hash)\n"
         "  --stop-at STAGE     idle only: hold sessions at header (features received), auth (SASL done,\n"
         "                      stream restarted), bind (resource bound, no presence) or full (default)\n"
@@ -147,11 +150,11 @@ static uint64_t hist_pct(const hist *h, double p)
     return h->max;
 }
 
-typedef struct { double cpu_s; long rss_kb; int ok; } proc_sample;
+typedef struct { double cpu_s, sys_s; long rss_kb; int ok; } proc_sample;
 
 static proc_sample proc_read(int pid)
 {
-    proc_sample s = {0, 0, 0};
+    proc_sample s = {0, 0, 0, 0};
     if (pid <= 0) return s;
     char path[64], buf[4096];
     snprintf(path, sizeof path, "/proc/%d/stat", pid);
@@ -166,6 +169,7 @@ static proc_sample proc_read(int pid)
     unsigned long long ut = 0, st = 0;
     if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2) return s;
     s.cpu_s = (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+    s.sys_s = (double)st / (double)sysconf(_SC_CLK_TCK);
     snprintf(path, sizeof path, "/proc/%d/status", pid);
     f = fopen(path, "r");
     if (!f) return s;
@@ -359,6 +363,7 @@ typedef struct scram_state {
 typedef struct conn {
     int fd;
     unsigned char state, stream_open, tls_done, authed, want_out, in_room, logged_in, closed_by_us;
+    unsigned char queued;                   /* on the list of sockets to write at the end of this turn */
     SSL *ssl;
     scram_state *scram;
     char *rbuf; size_t rlen, rcap;          /* unconsumed input: at most one partial stanza */
@@ -468,10 +473,15 @@ static int conn_flush(conn *c)
     return 0;
 }
 
+/* Output is appended to the session's buffer and written once at the end of the loop turn (flush_queued),
+ * as an event-driven client library does: a turn that sends several stanzas on one socket costs one send().
+ * --no-coalesce writes every stanza with its own send() instead. */
+static int *queued_list, nqueued;
+
 static int conn_send(conn *c, const char *p, size_t n)
 {
     if (c->fd < 0) return -1;
-    if (!c->wlen) {
+    if (opt.no_coalesce && !c->wlen) {
         ssize_t r = conn_raw_write(c, p, n);
         if (r < 0) { conn_fail(c, "write failed"); return -1; }
         st.bytes_out += (uint64_t)r;
@@ -489,11 +499,27 @@ static int conn_send(conn *c, const char *p, size_t n)
     }
     memcpy(c->wbuf + c->wlen, p, n);
     c->wlen += n;
-    if (!c->want_out) {
-        c->want_out = 1;
-        conn_update_events(c);
+    if (opt.no_coalesce) {
+        if (!c->want_out) {
+            c->want_out = 1;
+            conn_update_events(c);
+        }
+    } else if (!c->queued && !c->want_out) {
+        c->queued = 1;
+        queued_list[nqueued++] = (int)(c - conns);
     }
     return 0;
+}
+
+/* Write what this turn queued; sockets that do not take it all wait for EPOLLOUT. */
+static void flush_queued(void)
+{
+    for (int i = 0; i < nqueued; i++) {
+        conn *c = &conns[queued_list[i]];
+        c->queued = 0;
+        if (c->fd >= 0 && c->wlen) conn_flush(c);
+    }
+    nqueued = 0;
 }
 
 static int conn_sendf(conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -1129,13 +1155,14 @@ static void conn_close_all(void)
         conn *c = &conns[i];
         if (c->state == C_FREE || c->state == C_DEAD) continue;
         c->closed_by_us = 1;
-        if (c->state == C_ACTIVE) conn_send(c, "</stream:stream>", 16);
+        if (c->state == C_ACTIVE && conn_send(c, "</stream:stream>", 16) == 0) conn_flush(c);
         if (c->state != C_DEAD) conn_fail(c, "closed");
     }
 }
 
 static void conns_reset(void)
 {
+    nqueued = 0;
     for (int i = 0; i < opt.sessions; i++) {
         conn *c = &conns[i];
         int peer = c->peer, room = c->room, sender = c->sender;
@@ -1170,6 +1197,7 @@ static void loop_once(void (*tick)(void))
         }
         on_event(&conns[evs[i].data.u32], evs[i].events);
     }
+    flush_queued();
 }
 
 static uint64_t open_t0;
@@ -1352,6 +1380,7 @@ static int parse_args(int argc, char **argv)
         else if (!strcmp(a, "--drain")) { NEEDV(); opt.drain = atof(v); }
         else if (!strcmp(a, "--hard-cap")) { NEEDV(); opt.hard_cap = atoi(v); }
         else if (!strcmp(a, "--quiet")) opt.quiet = 1;
+        else if (!strcmp(a, "--no-coalesce")) opt.no_coalesce = 1;
         else if (!strcmp(a, "--key-cache")) { NEEDV(); opt.key_cache = v; }
         else if (!strcmp(a, "--stop-at")) {
             NEEDV();
@@ -1472,6 +1501,7 @@ int main(int argc, char **argv)
         SSL_CTX_set_mode(ssl_ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     }
     conns = calloc((size_t)opt.sessions, sizeof *conns);
+    queued_list = calloc((size_t)opt.sessions, sizeof *queued_list);
     epfd = epoll_create1(EPOLL_CLOEXEC);
     timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
     if (!conns || epfd < 0 || timer_fd < 0) { perror("couplet-load"); return 2; }
@@ -1632,6 +1662,7 @@ int main(int argc, char **argv)
     }
     printf(" server_cpu_s=%.3f gen_cpu_s=%.3f server_cpu_pct=%.1f gen_cpu_pct=%.1f", server_cpu, gen_cpu,
            phase_s > 0 ? server_cpu * 100 / phase_s : 0.0, phase_s > 0 ? gen_cpu * 100 / phase_s : 0.0);
+    printf(" server_sys_s=%.3f coalesce=%d", s2.sys_s - s_start.sys_s, !opt.no_coalesce);
     printf(" server_cpu_total_s=%.3f server_rss_delta_total_kb=%ld", s2.cpu_s - s0.cpu_s, s2.rss_kb - s0.rss_kb);
     printf(" timed_out=%d first_error=%s\n", over_time() && !interrupted ? 1 : 0,
            st.first_error[0] ? st.first_error : "-");

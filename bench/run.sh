@@ -167,8 +167,17 @@ REQUIRE_ENCRYPTION=true
 run idle_tls --workload idle --sessions 2000 --mech SCRAM-SHA-1 --tls --duration 5
 REQUIRE_ENCRYPTION=false
 
-# 3. 1:1 chat: flat out (server CPU per routed message), then at a fixed 2,000 msg/s (latency)
+# 3. 1:1 chat: flat out (server CPU per routed message); the same with a client that makes one send() per
+#    stanza; flat out at 100 .. NACC sessions (does the cost stay flat?); then at half the saturation rate
+#    and at a fixed 2,000 msg/s (latency)
 run chat_sat --workload chat --sessions 200 --mech SCRAM-SHA-1 --window 8 --duration 8
+run chat_sat_nocoalesce --workload chat --sessions 200 --mech SCRAM-SHA-1 --window 8 --duration 8 --no-coalesce
+run chat_sat_100 --workload chat --sessions 100 --mech SCRAM-SHA-1 --window 8 --duration 6
+run chat_sat_1000 --workload chat --sessions 1000 --mech SCRAM-SHA-1 --window 8 --duration 6
+run chat_sat_big --workload chat --sessions "$NACC" --mech SCRAM-SHA-1 --window 8 --duration 6
+HALF=$(( $(val chat_sat delivered_per_s | cut -d. -f1) / 2 ))
+[ "${HALF:-0}" -gt 0 ] || HALF=50000
+run chat_half --workload chat --sessions 200 --mech SCRAM-SHA-1 --msg-rate "$HALF" --duration 8
 run chat_2000 --workload chat --sessions 1000 --mech SCRAM-SHA-1 --msg-rate 2000 --duration 10
 
 # 4. rooms: server CPU per delivered groupchat stanza by room size
@@ -232,12 +241,21 @@ cat <<EOF
 
 ### 1:1 chat
 
-| run | delivered/s | lost | p50 | p90 | p99 | max | server CPU | server µs per message | generator µs per message | command |
-| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |
+| run | delivered/s | lost | p50 | p90 | p99 | max | server CPU | of it in the kernel | server µs per message | generator µs per message | command |
+| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |
 EOF
-for n in chat_sat chat_2000; do
-    case $n in chat_sat) what="saturation, 100 pairs, 8 in flight each way";; chat_2000) what="2,000 msg/s offered, 500 pairs";; esac
-    echo "| $what | $(val $n delivered_per_s) | $(val $n lost) | $(val $n lat_p50_us) µs | $(val $n lat_p90_us) µs | $(val $n lat_p99_us) µs | $(val $n lat_max_us) µs | $(val $n server_cpu_pct)% | $(val $n server_us_per_delivery) | $(val $n gen_us_per_delivery) | \`$(cmd $n)\` |"
+for n in chat_sat chat_sat_nocoalesce chat_sat_100 chat_sat_1000 chat_sat_big chat_half chat_2000; do
+    case $n in
+        chat_sat) what="saturation, 100 pairs, 8 in flight each way";;
+        chat_sat_nocoalesce) what="the same, client sends each stanza with its own send()";;
+        chat_sat_100) what="saturation, 50 pairs";;
+        chat_sat_1000) what="saturation, 500 pairs";;
+        chat_sat_big) what="saturation, $((NACC / 2)) pairs";;
+        chat_half) what="half of saturation: $HALF msg/s offered, 100 pairs";;
+        chat_2000) what="2,000 msg/s offered, 500 pairs";;
+    esac
+    kpct=$(awk -v s="$(val $n server_sys_s)" -v c="$(val $n server_cpu_s)" 'BEGIN { if (c > 0) printf "%.0f%%", 100 * s / c; else print "-" }')
+    echo "| $what | $(val $n delivered_per_s) | $(val $n lost) | $(val $n lat_p50_us) µs | $(val $n lat_p90_us) µs | $(val $n lat_p99_us) µs | $(val $n lat_max_us) µs | $(val $n server_cpu_pct)% | $kpct | $(val $n server_us_per_delivery) | $(val $n gen_us_per_delivery) | \`$(cmd $n)\` |"
 done
 cat <<EOF
 
@@ -265,7 +283,7 @@ echo
 echo "Raw summary lines:"
 echo
 echo '```'
-for n in scram_warm login_scram login_plain login_scram_paced idle idle_tls idle_header idle_auth idle_bind chat_sat chat_2000 muc_10 muc_100 muc_1000 silent_defer silent_nodefer; do
+for n in scram_warm login_scram login_plain login_scram_paced idle idle_tls idle_header idle_auth idle_bind chat_sat chat_sat_nocoalesce chat_sat_100 chat_sat_1000 chat_sat_big chat_half chat_2000 muc_10 muc_100 muc_1000 silent_defer silent_nodefer; do
     echo "$n: $(cut -c8- "$TMP/$n")"
 done
 echo '```'

@@ -911,6 +911,29 @@ static void test_many(void)
     rm_rf(dir);
 }
 
+/* Nonces come from a pool refilled every 256 bytes: across refills no two are equal, none is all zero
+ * (the pool wipes what it hands out), and a request larger than the pool still gets fresh bytes. */
+static void test_random(void)
+{
+    enum { N = 200, LEN = 24 };
+    static unsigned char got[N][LEN];
+    for (int i = 0; i < N; i++)
+        CHECK_INT(0, auth_random(got[i], LEN));
+    int zero = 0, dup = 0;
+    static const unsigned char zeros[LEN];
+    for (int i = 0; i < N; i++) {
+        zero += memcmp(got[i], zeros, LEN) == 0;
+        for (int j = 0; j < i; j++)
+            dup += memcmp(got[i], got[j], LEN) == 0;
+    }
+    CHECK_INT(0, zero);
+    CHECK_INT(0, dup);
+    unsigned char big[1000], big2[1000];
+    CHECK_INT(0, auth_random(big, sizeof big));
+    CHECK_INT(0, auth_random(big2, sizeof big2));
+    CHECK(memcmp(big, big2, sizeof big) != 0, "two 1000-byte draws are equal");
+}
+
 int main(void)
 {
     strcpy(root, "/tmp/couplet-auth-XXXXXX");
@@ -919,6 +942,7 @@ int main(void)
         return 1;
     }
     test_base64();
+    test_random();
     test_rfc_vectors();
     test_sasl();
     test_rfc_account();
