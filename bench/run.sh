@@ -150,8 +150,18 @@ fi
 
 # 1. SCRAM logins: the first run derives each account's salted password once (the client's cache), later
 #    runs reuse it from the key cache; the measured login runs are all on a warm cache
+#    (three measured runs, the median is the figure held against the target, as for 1:1 chat below)
 run scram_warm --workload login --sessions "$NACC" --mech SCRAM-SHA-1 --concurrency 500
-run login_scram --workload login --sessions "$NACC" --mech SCRAM-SHA-1 --concurrency 500
+for k in 1 2 3; do
+    run login_scram_$k --workload login --sessions "$NACC" --mech SCRAM-SHA-1 --concurrency 500
+done
+median_of() {   # median_of NAME KEY: the run NAME_1..3 whose KEY is the median; copied to NAME
+    local m
+    m=$(for k in 1 2 3; do echo "$(val "$1_$k" "$2") $k"; done | sort -n | sed -n 2p | cut -d' ' -f2)
+    cp "$TMP/$1_$m" "$TMP/$1"
+    cp "$TMP/$1_$m.cmd" "$TMP/$1.cmd"
+}
+median_of login_scram logins_per_s
 run login_plain --workload login --sessions 2000 --mech PLAIN --concurrency 200
 run login_scram_paced --workload login --sessions 4000 --mech SCRAM-SHA-1 --rate 2000
 
@@ -175,9 +185,7 @@ REQUIRE_ENCRYPTION=false
 for k in 1 2 3; do
     run chat_sat_$k --workload chat --sessions 200 --mech SCRAM-SHA-1 --window 8 --duration 8
 done
-MED=$(for k in 1 2 3; do echo "$(val chat_sat_$k server_us_per_delivery) $k"; done | sort -n | sed -n 2p | cut -d' ' -f2)
-cp "$TMP/chat_sat_$MED" "$TMP/chat_sat"
-cp "$TMP/chat_sat_$MED.cmd" "$TMP/chat_sat.cmd"
+median_of chat_sat server_us_per_delivery
 run chat_sat_nocoalesce --workload chat --sessions 200 --mech SCRAM-SHA-1 --window 8 --duration 8 --no-coalesce
 run chat_sat_100 --workload chat --sessions 100 --mech SCRAM-SHA-1 --window 8 --duration 6
 run chat_sat_1000 --workload chat --sessions 1000 --mech SCRAM-SHA-1 --window 8 --duration 6
@@ -269,6 +277,7 @@ Idle phase of the full run: server CPU $(val idle server_cpu_s) s over 10 s with
 EOF
 for n in login_scram login_plain login_scram_paced; do
     r=flat; [ $n = login_scram_paced ] && r="2,000/s offered"
+    [ $n = login_scram ] && r="flat; median of 3 runs: $(for k in 1 2 3; do val login_scram_$k logins_per_s; done | paste -sd/)/s"
     echo "| $(val $n mech) ($r)  | $(val $n logged_in) | $(val $n logins_per_s) | $(val $n login_p50_ms) ms | $(val $n login_p99_ms) ms | $(val $n server_us_per_login) µs | $(val $n gen_us_per_login) µs | \`$(cmd $n)\` |"
 done
 cat <<EOF
@@ -330,7 +339,7 @@ echo
 echo "Raw summary lines:"
 echo
 echo '```'
-for n in scram_warm login_scram login_plain login_scram_paced idle idle_tls idle_header idle_auth idle_bind chat_sat_1 chat_sat_2 chat_sat_3 chat_sat_nocoalesce chat_sat_100 chat_sat_1000 chat_sat_big chat_half chat_2000 muc_10 muc_100 muc_1000 silent_defer silent_nodefer tls_couplet tls_openssl; do
+for n in scram_warm login_scram_1 login_scram_2 login_scram_3 login_plain login_scram_paced idle idle_tls idle_header idle_auth idle_bind chat_sat_1 chat_sat_2 chat_sat_3 chat_sat_nocoalesce chat_sat_100 chat_sat_1000 chat_sat_big chat_half chat_2000 muc_10 muc_100 muc_1000 silent_defer silent_nodefer tls_couplet tls_openssl; do
     echo "$n: $(cut -c8- "$TMP/$n")"
 done
 echo '```'
