@@ -188,6 +188,8 @@ static digest_cache *digest_get(const char *md)
 static int digest_once(digest_cache *d, const void *data, size_t n, unsigned char *out)
 {
     unsigned int len = 0;
+    if (!d)
+        return -1;
     if (!EVP_DigestInit_ex(d->ctx, d->md, NULL) || !EVP_DigestUpdate(d->ctx, data, n) ||
         !EVP_DigestFinal_ex(d->ctx, out, &len)) {
         ERR_clear_error();
