@@ -130,16 +130,20 @@ typedef struct digest_cache {
 
 static digest_cache digests[] = { { "SHA1", NULL, NULL, NULL }, { "SHA256", NULL, NULL, NULL } };
 
+static void digest_clear(digest_cache *d)
+{
+    EVP_MAC_CTX_free(d->mac);
+    EVP_MD_CTX_free(d->ctx);
+    EVP_MD_free(d->md);
+    d->mac = NULL;
+    d->ctx = NULL;
+    d->md = NULL;
+}
+
 static void digests_free(void)
 {
-    for (size_t i = 0; i < sizeof digests / sizeof digests[0]; i++) {
-        EVP_MAC_CTX_free(digests[i].mac);
-        EVP_MD_CTX_free(digests[i].ctx);
-        EVP_MD_free(digests[i].md);
-        digests[i].mac = NULL;
-        digests[i].ctx = NULL;
-        digests[i].md = NULL;
-    }
+    for (size_t i = 0; i < sizeof digests / sizeof digests[0]; i++)
+        digest_clear(&digests[i]);
 }
 
 static int digest_setup(digest_cache *d)
@@ -155,12 +159,7 @@ static int digest_setup(digest_cache *d)
     OSSL_PARAM params[] = { OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)d->name, 0),
                             OSSL_PARAM_construct_end() };
     if (!d->md || !d->ctx || !d->mac || !EVP_MAC_CTX_set_params(d->mac, params)) {
-        EVP_MAC_CTX_free(d->mac);
-        EVP_MD_CTX_free(d->ctx);
-        EVP_MD_free(d->md);
-        d->mac = NULL;
-        d->ctx = NULL;
-        d->md = NULL;
+        digest_clear(d);
         ERR_clear_error();
         return -1;
     }

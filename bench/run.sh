@@ -126,6 +126,12 @@ background_load() {
 
 val() { sed -n "s/.* $2=\([^ ]*\).*/\1/p" "$TMP/$1" | head -1; }   # val NAME KEY
 cmd() { cat "$TMP/$1.cmd"; }
+median_of() {   # median_of NAME KEY: the run NAME_1..3 whose KEY is the median; copied to NAME
+    local m
+    m=$(for k in 1 2 3; do echo "$(val "$1_$k" "$2") $k"; done | sort -n | sed -n 2p | cut -d' ' -f2)
+    cp "$TMP/$1_$m" "$TMP/$1"
+    cp "$TMP/$1_$m.cmd" "$TMP/$1.cmd"
+}
 
 log "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), kernel $(uname -r), file limit $NOFILE"
 T0=$(date +%s)
@@ -155,12 +161,6 @@ run scram_warm --workload login --sessions "$NACC" --mech SCRAM-SHA-1 --concurre
 for k in 1 2 3; do
     run login_scram_$k --workload login --sessions "$NACC" --mech SCRAM-SHA-1 --concurrency 500
 done
-median_of() {   # median_of NAME KEY: the run NAME_1..3 whose KEY is the median; copied to NAME
-    local m
-    m=$(for k in 1 2 3; do echo "$(val "$1_$k" "$2") $k"; done | sort -n | sed -n 2p | cut -d' ' -f2)
-    cp "$TMP/$1_$m" "$TMP/$1"
-    cp "$TMP/$1_$m.cmd" "$TMP/$1.cmd"
-}
 median_of login_scram logins_per_s
 run login_plain --workload login --sessions 2000 --mech PLAIN --concurrency 200
 run login_scram_paced --workload login --sessions 4000 --mech SCRAM-SHA-1 --rate 2000
