@@ -594,6 +594,7 @@ struct xml_parser {
     unsigned char brackets;     /* consecutive ']' just seen (for "]]>") */
     unsigned char cr;           /* previous char was CR (line-end normalization) */
     unsigned char started;      /* a byte of this stream was seen (kept by ST_MISC: the declaration comes first) */
+    unsigned char restarted;    /* reset for a stream restart: whitespace may come before the declaration */
     unsigned char decl_ok;      /* the current '<' is the stream's first byte */
     unsigned char counting;     /* inside a stanza or a top-level tag: tok_bytes is live */
     unsigned char u8_need, u8_lo, u8_hi;
@@ -686,6 +687,7 @@ void xml_parser_reset(xml_parser *p) {
     p->ev = ev;
     p->ud = ud;
     p->state = ST_MISC;
+    p->restarted = 1;
 }
 
 size_t xml_parser_memory(const xml_parser *p) {
@@ -858,11 +860,9 @@ static int ascii_ieq(const char *a, size_t alen, const char *b) {
     return 1;
 }
 
+/* XMPP is XML 1.0 (RFC 6120 §11.1): a 1.1 document may hold characters 1.0 forbids, so nothing else passes */
 static int version_ok(const char *v, size_t n) {
-    if (n < 3 || v[0] != '1' || v[1] != '.') return 0;
-    for (size_t i = 2; i < n; i++)
-        if (v[i] < '0' || v[i] > '9') return 0;
-    return 1;
+    return n == 3 && memcmp(v, "1.0", 3) == 0;
 }
 
 /* s: what follows "<?xml", NUL-terminated: version, then optional encoding and standalone. */
@@ -1236,8 +1236,12 @@ static int step_prolog(xml_parser *p, int c) {
     switch (p->state) {
     case ST_MISC: {
         int first = !p->started;    /* kept here, not per byte: only this state asks */
+        if (is_ws(c)) {
+            /* a restart follows the old stream's last element, and clients end that with a newline */
+            if (!p->restarted) p->started = 1;
+            return XML_OK;
+        }
         p->started = 1;
-        if (is_ws(c)) return XML_OK;
         if (c != '<') return XML_ERR_NOT_WELL_FORMED;   /* text before the root */
         p->decl_ok = first;
         return open_angle(p);

@@ -492,6 +492,70 @@ static void test_reset_in_callback(void) {
     }
 }
 
+/* go-xmpp ends every element with a newline and restarts with "\n<?xml ...?>\n<stream:stream>": the
+ * whitespace before the new stream's declaration is accepted, wherever the input is split. */
+static int feed_all(xml_parser *p, const char *in, size_t len) {
+    size_t off = 0, used = 0;
+    int rc = XML_OK;
+    for (int turns = 0; off < len && turns < 1000 && (rc == XML_OK || rc == XML_STOPPED); turns++) {
+        rc = xml_parser_feed(p, in + off, len - off, &used);
+        off += used;
+    }
+    return rc;
+}
+
+static void test_restart_whitespace(void) {
+    static const char in[] =
+        STREAM_HDR "<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>\n"
+        "\n<?xml version='1.0'?>\n" STREAM_HDR "<iq type='get' id='1'/>\n";
+    static const char want[] =
+        "open {http://etherx.jabber.org/streams}stream\n"
+        "<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>\n"
+        "open {http://etherx.jabber.org/streams}stream\n<iq type='get' id='1'/>\n";
+    size_t len = sizeof in - 1;
+    int bad = 0;
+    for (int stop = 0; stop <= 1; stop++) {
+        for (size_t cut = 0; cut <= len; cut++) {
+            rec r;
+            rec_init(&r);
+            xml_parser *p = xml_parser_new(NULL, &events, &r);
+            r.reset_on_success = p;
+            r.stop_after_reset = stop;
+            int rc = feed_all(p, in, cut);
+            if (rc == XML_OK || rc == XML_STOPPED) rc = feed_all(p, in + cut, len - cut);
+            if ((rc != XML_OK && rc != XML_STOPPED) || strcmp(rec_log(&r), want) != 0) {
+                if (!bad++)
+                    CHECK(0, "restart split at %zu (stop %d): expected %s, got %s and\n%s", cut, stop,
+                          want, xml_status_str(rc), rec_log(&r));
+            }
+            xml_parser_free(p);
+            xml_buf_free(&r.log);
+        }
+    }
+    CHECK(!bad, "%d split points refused the restart", bad);
+
+    /* nothing else loosens: a declaration inside the restarted stream, text before it, two declarations */
+    static const char *const refused[] = {
+        "\n" STREAM_HDR "<?xml version='1.0'?>",
+        "\n x<?xml version='1.0'?>" STREAM_HDR,
+        "\n<?xml version='1.0'?>\n<?xml version='1.0'?>" STREAM_HDR,
+        "\n<!-- c -->" STREAM_HDR,
+    };
+    static const int want_rc[] = { XML_ERR_RESTRICTED, XML_ERR_NOT_WELL_FORMED, XML_ERR_RESTRICTED,
+                                   XML_ERR_RESTRICTED };
+    for (size_t i = 0; i < sizeof refused / sizeof *refused; i++) {
+        rec r;
+        rec_init(&r);
+        xml_parser *p = xml_parser_new(NULL, &events, &r);
+        xml_parser_reset(p);
+        int rc = feed_all(p, refused[i], strlen(refused[i]));
+        CHECK(rc == want_rc[i], "after a restart, %s: expected %s, got %s", refused[i],
+              xml_status_str(want_rc[i]), xml_status_str(rc));
+        xml_parser_free(p);
+        xml_buf_free(&r.log);
+    }
+}
+
 static void test_idle_memory(void) {
     rec r;
     rec_init(&r);
@@ -649,6 +713,8 @@ static void test_refusals(void) {
     REFUSE("<?xml encoding='UTF-8'?>" STREAM_HDR, NWF);
     REFUSE("<?xml?>" STREAM_HDR, NWF);
     REFUSE("<?xml version='2.0'?>" STREAM_HDR, NWF);
+    REFUSE("<?xml version='1.1'?>" STREAM_HDR, NWF);
+    REFUSE("<?xml version='1.00'?>" STREAM_HDR, NWF);
     REFUSE("<?xml version='1.0' standalone='maybe'?>" STREAM_HDR, NWF);
 
     /* namespaces */
@@ -1033,6 +1099,7 @@ int main(void) {
     test_client_stream();
     test_stop_and_restart();
     test_reset_in_callback();
+    test_restart_whitespace();
     test_idle_memory();
     test_reset_after_error();
     test_misc_stream_forms();
