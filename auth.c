@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
@@ -310,13 +311,45 @@ struct acc_table {
     size_t count;
 };
 
+/* What the account file was when we last read or wrote it: a rename (every change is one) gives a new
+ * inode, an edit in place a new mtime or size. */
+struct file_id {
+    dev_t dev;
+    ino_t ino;
+    struct timespec mtim;
+    off_t size;
+    int exists;
+};
+
 struct auth_store {
     struct acc_table t;
+    struct file_id id;
     char *data_dir;
     char *path;
     int iterations;
     unsigned char fake_secret[32];   /* keys the fake salts of unknown users */
 };
+
+static void file_id_read(const char *path, struct file_id *id)
+{
+    struct stat st;
+    memset(id, 0, sizeof *id);
+    if (stat(path, &st) < 0)
+        return;
+    id->dev = st.st_dev;
+    id->ino = st.st_ino;
+    id->mtim = st.st_mtim;
+    id->size = st.st_size;
+    id->exists = 1;
+}
+
+static int file_id_same(const struct file_id *a, const struct file_id *b)
+{
+    if (a->exists != b->exists)
+        return 0;
+    return !a->exists || (a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
+                          a->mtim.tv_sec == b->mtim.tv_sec && a->mtim.tv_nsec == b->mtim.tv_nsec);
+}
 
 static uint64_t hash_str(const char *s)
 {
@@ -565,6 +598,8 @@ static int store_save(auth_store *s, const struct account *old, const struct acc
         errno = ENOMEM;
     } else if (store_mkdir(s->data_dir) == 0) {
         rc = store_write_atomic(s->path, b.p, b.len);
+        if (rc == 0)
+            file_id_read(s->path, &s->id);   /* our own write is not a change to reload */
     }
     int saved = errno;
     free(b.p);
@@ -691,9 +726,12 @@ bad:
     return NULL;
 }
 
-static int load_accounts(auth_store *s, char *err, size_t errlen)
+/* Reads s->path into t (empty on entry). The file's identity is taken before it is read, so a change
+ * that lands during the read is seen by the next refresh. */
+static int load_accounts(auth_store *s, struct acc_table *t, struct file_id *id, char *err, size_t errlen)
 {
     size_t len = 0;
+    file_id_read(s->path, id);
     char *buf = store_read_file(s->path, &len);
     if (!buf) {
         if (errno == ENOENT)
@@ -719,10 +757,10 @@ static int load_accounts(auth_store *s, char *err, size_t errlen)
             why = "unsupported format version";
         } else if (*p && *p != '#') {
             struct account *a = parse_account_line(p, &why);
-            if (a && table_find(&s->t, a->localpart)) {
+            if (a && table_find(t, a->localpart)) {
                 why = "duplicate account";
                 account_free(a);
-            } else if (a && table_insert(&s->t, a) < 0) {
+            } else if (a && table_insert(t, a) < 0) {
                 why = "out of memory";
                 account_free(a);
             }
@@ -771,7 +809,7 @@ auth_store *auth_store_open(const char *data_dir, int scram_iterations, char *er
         snprintf(err, errlen, "accounts: no randomness available");
         goto fail;
     }
-    if (load_accounts(s, err, errlen) < 0)
+    if (load_accounts(s, &s->t, &s->id, err, errlen) < 0)
         goto fail;
     return s;
 fail:
@@ -788,6 +826,32 @@ void auth_store_free(auth_store *s)
     free(s->data_dir);
     free(s->path);
     free(s);
+}
+
+int auth_store_refresh(auth_store *s, char *err, size_t errlen)
+{
+    struct file_id now;
+    file_id_read(s->path, &now);
+    if (file_id_same(&now, &s->id))
+        return 0;
+    struct acc_table t = { 0 };
+    struct file_id id;
+    if (load_accounts(s, &t, &id, err, errlen) < 0) {
+        table_clear(&t);
+        s->id = now;        /* refused once: not read again until it changes again */
+        return -1;
+    }
+    table_clear(&s->t);
+    s->t = t;
+    s->id = id;
+    return 1;
+}
+
+void auth_user_foreach(const auth_store *s, void (*fn)(void *ud, const char *localpart), void *ud)
+{
+    for (size_t i = 0; s && i < s->t.nbuckets; i++)
+        for (const struct account *a = s->t.buckets[i]; a; a = a->next)
+            fn(ud, a->localpart);
 }
 
 size_t auth_store_count(const auth_store *s)

@@ -19,6 +19,12 @@ typedef struct auth_store auth_store;
 auth_store *auth_store_open(const char *data_dir, int scram_iterations, char *err, size_t errlen);
 void auth_store_free(auth_store *s);
 size_t auth_store_count(const auth_store *s);
+/* Read the file again if it changed since we last read or wrote it (another process ran adduser, passwd,
+ * deluser or import). 0: unchanged; 1: reloaded; -1: the new file is refused (err filled) and the accounts
+ * loaded before stay in use until the file changes again. Live SASL exchanges are not disturbed. */
+int auth_store_refresh(auth_store *s, char *err, size_t errlen);
+/* Every account's local part, in no particular order. */
+void auth_user_foreach(const auth_store *s, void (*fn)(void *ud, const char *localpart), void *ud);
 int auth_user_exists(const auth_store *s, const char *localpart);
 /* Each change rewrites the file atomically and is durable when 0 is returned; -1 on error (errno),
  * -2 when the user exists (add) or does not exist (passwd, del). localpart must be normalised. */

@@ -80,7 +80,8 @@ enum key_kind {
     K_UINT,
     K_SIZE,
     K_BOOL,
-    K_LOGLEVEL
+    K_LOGLEVEL,
+    K_ROSTER    /* empty or shared */
 };
 
 typedef struct key_def {
@@ -122,6 +123,7 @@ static const key_def keys[] = {
     { "auth_lockout", K_INT, FIELD(auth_lockout), 1, DAY },
     { "max_sessions_per_account", K_INT, FIELD(max_sessions_per_account), 1, 1000000 },
     { "log_level", K_LOGLEVEL, FIELD(log_level), LOG_ERR, LOG_DEBUG },
+    { "roster", K_ROSTER, FIELD(roster_shared), 0, 1 },
     { "muc_create", K_BOOL, FIELD(muc_create), 0, 1 },
     { "admins", K_ADMINS, FIELD(admins), 0, 0 },
     { "muc_max_rooms", K_INT, FIELD(muc_max_rooms), 1, 100000000 },
@@ -282,6 +284,11 @@ static int set_value(const load_ctx *x, unsigned line, const key_def *k, config 
         *(int *)(void *)field = (int)n;
         return 0;
     }
+    case K_ROSTER:
+        if (strcmp(v, "empty") && strcmp(v, "shared"))
+            return fail(x, line, k->name, "'%.100s' is not a roster mode (empty or shared)", v);
+        *(int *)(void *)field = strcmp(v, "shared") == 0;
+        return 0;
     case K_INT:
     case K_UINT:
     case K_SIZE:

@@ -32,6 +32,7 @@ typedef struct config {
     int auth_lockout;           /* seconds that lockout lasts */
     int max_sessions_per_account;
     int log_level;              /* 0 error, 1 warn, 2 info, 3 debug */
+    int roster_shared;          /* roster = shared: every account is in every roster; 0 = empty rosters */
     /* multi-user chat */
     int muc_create;             /* 1 = any local user may create rooms, 0 = admins only */
     char admins[1024];          /* space separated bare JIDs */

@@ -144,6 +144,8 @@ struct net_loop {
     uint32_t read_rate;     /* bytes per second, 0 = unlimited */
     int32_t read_burst;
     int epfd, sigfd;
+    struct { int fd; void (*ready)(void *); void *ud; } watches[NET_MAX_WATCHES];
+    int nwatches;
     int nconns;             /* live connections */
     int stopping;
     time_t now;             /* wall clock seconds of this turn */
@@ -170,8 +172,9 @@ struct net_loop {
     char rbuf[NET_READ_BUF];        /* every read lands here; on_data's callee copies what it keeps */
 };
 
-/* epoll data: a net_conn pointer (even), or (index << 1) | 1 for listeners and the signalfd */
+/* epoll data: a net_conn pointer (even), or (index << 1) | 1 for listeners, the signalfd and watches */
 #define EV_SIGNAL_INDEX NET_MAX_LISTENERS
+#define EV_WATCH_INDEX (NET_MAX_LISTENERS + 1)
 
 static void conn_kill(net_conn *c, const char *reason);
 static void conn_on_readable(net_conn *c);
@@ -1540,6 +1543,8 @@ static void dispatch(net_loop *l, const struct epoll_event *ev)
         uint64_t i = ev->data.u64 >> 1;
         if (i == EV_SIGNAL_INDEX)
             signals_read(l);
+        else if (i >= EV_WATCH_INDEX && i < EV_WATCH_INDEX + (uint64_t)l->nwatches)
+            l->watches[i - EV_WATCH_INDEX].ready(l->watches[i - EV_WATCH_INDEX].ud);
         else if (i < (uint64_t)l->nlisteners && l->listeners[i].fd >= 0 && !l->stopping)
             listener_accept(l, &l->listeners[i]);
         return;
@@ -1590,6 +1595,23 @@ int net_loop_run(net_loop *l)
         todo_run(l);
         heap_trim_if_due(l);
     }
+    return 0;
+}
+
+int net_watch(net_loop *l, int fd, void (*ready)(void *ud), void *ud)
+{
+    if (l->nwatches >= NET_MAX_WATCHES)
+        return -1;
+    int i = l->nwatches;
+    struct epoll_event ev = { .events = EPOLLIN, .data.u64 = ((uint64_t)(EV_WATCH_INDEX + i) << 1) | 1 };
+    if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+        log_err("net: watch fd %d: %s", fd, strerror(errno));
+        return -1;
+    }
+    l->watches[i].fd = fd;
+    l->watches[i].ready = ready;
+    l->watches[i].ud = ud;
+    l->nwatches++;
     return 0;
 }
 

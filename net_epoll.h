@@ -54,6 +54,11 @@ int net_tls_reload(net_loop *l, const char *cert, const char *key, const char *d
 /* Change the limits at run time (SIGHUP); they apply to every connection from the next loop turn. */
 void net_set_options(net_loop *l, const net_options *o);
 
+/* Call ready(ud) from the loop whenever fd is readable (level-triggered: ready must drain it). The fd
+ * stays the caller's: close it only after net_loop_free. At most NET_MAX_WATCHES. Returns 0 or -1. */
+#define NET_MAX_WATCHES 4
+int net_watch(net_loop *l, int fd, void (*ready)(void *ud), void *ud);
+
 /* Run until net_loop_stop; returns 0. */
 int net_loop_run(net_loop *l);
 /* Stop after queued output is flushed (bounded: at most about 2 s). Safe to call from handlers. */

@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
+#include <sys/inotify.h>
 
 
 #include "auth.h"
@@ -67,7 +69,10 @@ struct session {
     unsigned char sasl_failures;
     unsigned tls : 1, authed : 1, available : 1, header_sent : 1, dead : 1;
     unsigned starttls_now : 1;  /* STARTTLS just accepted: the rest of this read is not the new stream */
+    unsigned roster_requested : 1;  /* an interested resource (RFC 6121 §2.1.6): gets roster pushes */
     signed char priority;
+    char *presence;             /* roster = shared: the last broadcast presence, serialized without 'to' */
+    unsigned presence_len, presence_split;  /* where " to='...'" goes into it */
 };
 
 /* An account with at least one bound session, found by its local part. */
@@ -101,6 +106,7 @@ struct server {
     xml_buf out;                /* serialization scratch, reused */
     time_t started;
     int stopping;
+    int accounts_watch;         /* inotify on data_dir: the account file replaced by another process */
 };
 
 /* ---------------------------------------------------------------------------------------------------- */
@@ -316,9 +322,20 @@ static xml_node *stanza_error_reply(server *srv, const xml_node *st, const char 
 static void send_stanza_error(session *s, const xml_node *st, const char *type, const char *condition) {
     if (!strcmp(stanza_type(st), "error")) return;
     if (!strcmp(st->name, "iq") && !strcmp(stanza_type(st), "result")) return;   /* RFC 6120 §8.2.3 */
-    const char *from = xml_attr_get(st, "to");
-    xml_node *r = stanza_error_reply(s->srv, st, from ? from : s->srv->cfg->domain, s->full_jid, type,
-                                     condition);
+    /* a stanza without 'to' was handled for the account itself: the answer comes from nobody else, so it
+     * carries no 'from' (RFC 6120 §8.1.2.1, §10.3.3); clients match replies by sender */
+    xml_node *r = stanza_error_reply(s->srv, st, xml_attr_get(st, "to"), s->full_jid, type, condition);
+    if (r) session_send_node(s, r);
+}
+
+/* The same with a human-readable <text/> saying why (RFC 6120 §8.3.2). */
+static void send_stanza_error_text(session *s, const xml_node *st, const char *type, const char *condition,
+                                   const char *text) {
+    if (!strcmp(stanza_type(st), "error")) return;
+    if (!strcmp(st->name, "iq") && !strcmp(stanza_type(st), "result")) return;
+    xml_node *r = stanza_error_reply(s->srv, st, xml_attr_get(st, "to"), s->full_jid, type, condition);
+    xml_node *e = r ? xml_child(r, "error", NULL) : NULL;
+    if (e) xml_add_child_text(s->srv->arena, e, "text", NS_STANZAS, text);
     if (r) session_send_node(s, r);
 }
 
@@ -370,6 +387,12 @@ static int on_stream_open(void *ud, xml_node *root) {
     s->header_sent = 0;
     if (strcmp(root->name, "stream") != 0 || strcmp(root->ns, XML_NS_STREAM) != 0) {
         session_stream_error(s, "invalid-namespace", NULL);
+        return 1;
+    }
+    /* RFC 6120 §4.8.2: the content namespace says what kind of stream this is; this port serves clients */
+    if (strcmp(xml_parser_default_ns(s->parser), XML_NS_CLIENT) != 0) {
+        session_stream_error(s, "invalid-namespace", "this port serves clients: the default namespace must be "
+                                                     XML_NS_CLIENT);
         return 1;
     }
     const char *to = xml_attr_get(root, "to");
@@ -452,6 +475,52 @@ static void auth_note_failure(server *srv, const char *ip) {
     }
 }
 
+/* ---- accounts changed by another process (adduser, passwd, deluser, import) ----
+ * The file is read again when it changed: before each login, and as soon as inotify says it was replaced,
+ * so that a deleted account's sessions end at once. A file that does not load keeps the old accounts. */
+
+static void accounts_refresh(server *srv) {
+    char err[256];
+    int r = auth_store_refresh(srv->store, err, sizeof err);
+    if (r < 0) log_err("%s: the accounts loaded before stay in use", err);
+    if (r <= 0) return;
+    log_info("accounts reloaded: %zu accounts", auth_store_count(srv->store));
+    for (session *s = srv->sessions, *next; s; s = next) {
+        next = s->next;
+        if (s->user && !auth_user_exists(srv->store, s->user))
+            session_stream_error(s, "not-authorized", "the account was deleted");
+    }
+}
+
+static void on_accounts_event(void *ud) {
+    server *srv = ud;
+    char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+    int changed = 0;
+    ssize_t n;
+    while ((n = read(srv->accounts_watch, buf, sizeof buf)) > 0) {
+        for (char *p = buf; p < buf + n;) {
+            const struct inotify_event *ev = (const struct inotify_event *)p;
+            if ((ev->mask & IN_Q_OVERFLOW) || (ev->len && !strcmp(ev->name, "accounts"))) changed = 1;
+            p += sizeof *ev + ev->len;
+        }
+    }
+    if (changed) accounts_refresh(srv);
+}
+
+/* Without inotify the login-time check still applies; only the ending of deleted accounts' sessions
+ * waits for their next login attempt, so it is worth a warning. */
+static void accounts_watch_start(server *srv) {
+    srv->accounts_watch = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    if (srv->accounts_watch < 0 ||
+        inotify_add_watch(srv->accounts_watch, srv->cfg->data_dir, IN_MOVED_TO | IN_CLOSE_WRITE) < 0 ||
+        net_watch(srv->loop, srv->accounts_watch, on_accounts_event, srv) < 0) {
+        log_warn("cannot watch %s for account changes (%s): deleted accounts are noticed at login only",
+                 srv->cfg->data_dir, strerror(errno));
+        if (srv->accounts_watch >= 0) close(srv->accounts_watch);
+        srv->accounts_watch = -1;
+    }
+}
+
 static void sasl_failure(session *s, const char *condition) {
     xml_buf *b = &s->srv->out;
     xml_buf_reset(b);
@@ -477,6 +546,12 @@ static int sasl_step(session *s, const char *data) {
     }
     if (r == AUTH_FAILURE) {
         sasl_failure(s, auth_sasl_condition(s->sasl));
+        return s->state == ST_CLOSED;
+    }
+    /* the exchange holds a copy of the key: an account deleted meanwhile must not log in with it */
+    accounts_refresh(s->srv);
+    if (!auth_user_exists(s->srv->store, auth_sasl_user(s->sasl))) {
+        sasl_failure(s, "not-authorized");
         return s->state == ST_CLOSED;
     }
     s->user = strdup(auth_sasl_user(s->sasl));
@@ -514,6 +589,7 @@ static int handle_sasl(session *s, const xml_node *n) {
             return s->state == ST_CLOSED;
         }
         const char *mech = xml_attr_get(n, "mechanism");
+        accounts_refresh(s->srv);
         s->sasl = mech ? auth_sasl_start(s->srv->store, mech) : NULL;
         if (!s->sasl) {
             sasl_failure(s, "invalid-mechanism");
@@ -650,6 +726,127 @@ static void route_message_to_user(session *s, xml_node *st, const jid *to) {
     send_stanza_error(s, st, "cancel", "service-unavailable");
 }
 
+/* RFC 6121 §4.7.1: the types a presence may have; any other is bad-request */
+static int presence_type_known(const char *type) {
+    static const char *const types[] = {"", "unavailable", "subscribe", "subscribed", "unsubscribe",
+                                        "unsubscribed", "probe", "error"};
+    for (size_t i = 0; i < sizeof types / sizeof *types; i++)
+        if (!strcmp(type, types[i])) return 1;
+    return 0;
+}
+
+/* ---- roster = shared: every account is every account's contact, subscription both ----
+ * Nothing is stored: a session keeps the last presence it broadcast (serialized once, without 'to') to
+ * greet sessions that come online later and to answer probes; a broadcast walks the bound accounts. */
+
+static void presence_remember(session *s, const xml_node *st) {
+    server *srv = s->srv;
+    free(s->presence);
+    s->presence = NULL;
+    if (!srv->cfg->roster_shared) return;
+    xml_buf b;
+    size_t split = 0;
+    xml_buf_init(&b);
+    xml_serialize_split(&b, st, XML_NS_CLIENT, &split);
+    if (!b.oom) {
+        s->presence = b.data;       /* the buffer becomes the session's */
+        s->presence_len = (unsigned)b.len;
+        s->presence_split = (unsigned)split;
+    } else {
+        xml_buf_free(&b);
+    }
+}
+
+static void presence_send_remembered(const session *from, session *to) {
+    session_write_spliced(to, to->full_jid, from->presence, from->presence_split,
+                          from->presence + from->presence_split, from->presence_len - from->presence_split);
+}
+
+/* data is a presence from s serialized without 'to', split where it goes */
+static void presence_to_contacts(session *s, const char *data, size_t len, size_t split) {
+    server *srv = s->srv;
+    for (size_t i = 0; i < srv->nbuckets; i++)
+        for (account *a = srv->buckets[i]; a; a = a->hnext) {
+            if (a == s->acct) continue;
+            for (session *t = a->sessions; t; t = t->acct_next)
+                if (t->available) session_write_spliced(t, t->full_jid, data, split, data + split, len - split);
+        }
+}
+
+/* A session that just came online learns who else is (RFC 6121 §4.2.2, the probes answered at once). */
+static void presence_greet(session *s) {
+    server *srv = s->srv;
+    for (size_t i = 0; i < srv->nbuckets; i++)
+        for (account *a = srv->buckets[i]; a; a = a->hnext) {
+            if (a == s->acct) continue;
+            for (session *t = a->sessions; t; t = t->acct_next)
+                if (t->available && t->presence) presence_send_remembered(t, s);
+        }
+}
+
+static void presence_unavailable_to_contacts(session *s) {
+    if (!s->srv->cfg->roster_shared || !s->acct) return;
+    xml_buf b;
+    xml_buf_init(&b);
+    xml_buf_puts(&b, "<presence type='unavailable' from='");
+    xml_buf_escape(&b, s->full_jid, strlen(s->full_jid));
+    xml_buf_puts(&b, "'");
+    size_t split = b.len;
+    xml_buf_puts(&b, "/>");
+    if (!b.oom) presence_to_contacts(s, b.data, b.len, split);
+    xml_buf_free(&b);
+    free(s->presence);
+    s->presence = NULL;
+}
+
+/* A presence the server sends on a contact's behalf: from the contact's bare JID to the user. */
+static void presence_from_contact(session *s, const char *contact_local, const char *type) {
+    server *srv = s->srv;
+    char bare[2 * (JID_PART_MAX + 1)];
+    snprintf(bare, sizeof bare, "%s@%s", contact_local, srv->cfg->domain);
+    xml_node *p = xml_node_new(srv->arena, "presence", XML_NS_CLIENT);
+    if (!p) return;
+    if (type) xml_set_attr(srv->arena, p, "type", type);
+    xml_set_attr(srv->arena, p, "from", bare);
+    xml_set_attr(srv->arena, p, "to", s->full_jid);
+    session_send_node(s, p);
+}
+
+/* A probe (RFC 6121 §4.3): the contact's available sessions, or 'unavailable' when it has none. */
+static void presence_answer_probe(session *s, const jid *to) {
+    int n = 0;
+    for (session *t = account_find(s->srv, to->local) ? account_find(s->srv, to->local)->sessions : NULL; t;
+         t = t->acct_next)
+        if (t->available && t->presence && (!to->resource[0] || !strcmp(session_resource(t), to->resource))) {
+            presence_send_remembered(t, s);
+            n++;
+        }
+    if (!n) presence_from_contact(s, to->local, "unavailable");
+}
+
+/* Subscription requests get an answer a client can show (RFC 6121 §3.1.3), never silence: with a shared
+ * roster the contact is already subscribed both ways, so the server approves on its behalf; without
+ * rosters nothing can be subscribed to. */
+static void presence_subscription(session *s, xml_node *st, const jid *to, const char *type) {
+    server *srv = s->srv;
+    if (!srv->cfg->roster_shared) {
+        if (!strcmp(type, "subscribe"))
+            send_stanza_error_text(s, st, "cancel", "feature-not-implemented",
+                                   "this server keeps no rosters (roster = empty): presence subscriptions "
+                                   "are not available");
+        return;
+    }
+    int known = auth_user_exists(srv->store, to->local) && strcmp(to->local, s->user) != 0;
+    if (!strcmp(type, "probe")) {
+        if (known) presence_answer_probe(s, to);
+        else presence_from_contact(s, to->local, "unsubscribed");
+    } else if (!strcmp(type, "subscribe")) {
+        presence_from_contact(s, to->local, known ? "subscribed" : "unsubscribed");
+        if (known) presence_answer_probe(s, to);
+    }
+    /* subscribed, unsubscribe, unsubscribed: the shared roster does not change, nothing to do */
+}
+
 /* Remember a JID we owe 'unavailable' (normalised, so Room@ and room@ are one). The list is bounded: a
  * client cannot make the server hold or walk more than DIRECTED_MAX entries. Returns -1 when full. */
 #define DIRECTED_MAX 1000
@@ -686,6 +883,10 @@ static void route_presence_directed(session *s, xml_node *st, const jid *to) {
     int muc = !strcmp(to->domain, srv->cfg->muc_domain);
     char norm[3 * (JID_PART_MAX + 1)];
     if (jid_full(to, norm, sizeof norm) < 0) return;
+    if (!muc && !avail && !unavail && strcmp(type, "error") != 0) {
+        presence_subscription(s, st, to, type);
+        return;
+    }
     if (!muc && !auth_user_exists(srv->store, to->local)) return;  /* nobody there to tell */
     if (avail && directed_remember(s, norm) < 0) {
         send_stanza_error(s, st, "wait", "resource-constraint");
@@ -696,8 +897,6 @@ static void route_presence_directed(session *s, xml_node *st, const jid *to) {
         muc_handle_stanza(srv->muc, st);
         return;
     }
-    if (!avail && !unavail && strcmp(type, "error") != 0)
-        return;   /* no rosters: subscriptions and probes are not served */
     account *a = account_find(srv, to->local);
     if (to->resource[0]) {
         session *t = account_session(a, to->resource);
@@ -734,18 +933,37 @@ static void route_presence_broadcast(session *s, xml_node *st) {
     if (!type[0]) {
         const xml_node *pr = xml_child(st, "priority", XML_NS_CLIENT);
         long p = pr ? strtol(xml_text(pr), NULL, 10) : 0;
+        int initial = !s->available;
         s->priority = (signed char)(p < -128 ? -128 : p > 127 ? 127 : p);
         s->available = 1;
         presence_reflect(s, st);
+        presence_remember(s, st);
+        if (s->presence) presence_to_contacts(s, s->presence, s->presence_len, s->presence_split);
+        if (initial && s->srv->cfg->roster_shared) presence_greet(s);
     } else if (!strcmp(type, "unavailable")) {
         presence_reflect(s, st);
         s->available = 0;
+        presence_unavailable_to_contacts(s);
         send_unavailable_to_directed(s);
     }
-    /* other types without 'to' (subscriptions, probes) have no meaning without a roster */
+    /* other types without 'to' (subscriptions, probes) are addressed to nobody */
 }
 
-/* ---- the server's own IQs ---- */
+/* ---- the server's own IQs, and those it answers for an account: one table each ----
+ * disco#info is generated from the same table that dispatches, so nothing is answered without being
+ * advertised, or advertised without being answered. */
+
+enum { IQ_GET = 1, IQ_SET = 2 };
+
+typedef void (*iq_handler)(session *s, const xml_node *iq, const xml_node *q, const jid *to);
+
+typedef struct iq_route {
+    const char *ns, *name;      /* the payload */
+    unsigned char types;        /* IQ_GET | IQ_SET */
+    unsigned char own_only;     /* only for the account itself, not for other users asking about it */
+    iq_handler handle;
+    const char *feature;        /* advertised in disco#info (NULL: a stream feature, not a disco one) */
+} iq_route;
 
 static void add_feature(server *srv, xml_node *q, const char *var) {
     xml_node *f = xml_add_child(srv->arena, q, "feature", NULL);
@@ -760,11 +978,6 @@ static void add_identity(server *srv, xml_node *q, const char *category, const c
     if (name) xml_set_attr(srv->arena, id, "name", name);
 }
 
-/* a disco#info or disco#items query; we publish no nodes, so one naming a node is item-not-found */
-static int is_disco_query(const xml_node *q) {
-    return !strcmp(q->name, "query") && (!strcmp(q->ns, NS_DISCO_INFO) || !strcmp(q->ns, NS_DISCO_ITEMS));
-}
-
 static xml_node *iq_result_query(session *s, const xml_node *iq, const char *name, const char *ns) {
     xml_node *r = iq_result(s, iq);
     return r ? xml_add_child(s->srv->arena, r, name, ns) : NULL;
@@ -776,19 +989,50 @@ static void send_result(session *s, xml_node *child_or_iq) {
     if (root) session_send_node(s, root);
 }
 
-static void iq_server_disco_info(session *s, const xml_node *iq) {
+static const iq_route *iq_route_find(const iq_route *table, const xml_node *iq, const xml_node *q) {
+    unsigned type = !strcmp(stanza_type(iq), "get") ? IQ_GET : IQ_SET;
+    for (const iq_route *r = table; r->ns; r++)
+        if ((r->types & type) && !strcmp(q->ns, r->ns) && !strcmp(q->name, r->name)) return r;
+    return NULL;
+}
+
+/* disco#info from a table: the identity, then each row's feature once, in table order */
+static void disco_info_from(session *s, const xml_node *iq, const iq_route *table, const char *category,
+                            const char *type, const char *name) {
     server *srv = s->srv;
     xml_node *r = iq_result_query(s, iq, "query", NS_DISCO_INFO);
     if (!r) return;
-    add_identity(srv, r, "server", "im", "Couplet");
-    static const char *const features[] = {NS_DISCO_INFO, NS_DISCO_ITEMS, NS_PING, NS_VERSION, NS_TIME,
-                                           NS_LAST, NS_ROSTER, NULL};
-    for (const char *const *f = features; *f; f++) add_feature(srv, r, *f);
+    add_identity(srv, r, category, type, name);
+    for (const iq_route *row = table; row->ns; row++) {
+        int dup = 0;
+        for (const iq_route *before = table; before < row && !dup; before++)
+            dup = before->feature && row->feature && !strcmp(before->feature, row->feature);
+        if (row->feature && !dup) add_feature(srv, r, row->feature);
+    }
     send_result(s, r);
 }
 
-static void iq_server_disco_items(session *s, const xml_node *iq) {
+static void iq_ping(session *s, const xml_node *iq, const xml_node *q, const jid *to) {
+    send_result(s, iq_result(s, iq));
+}
+
+/* we publish no nodes, so a query naming one is item-not-found (XEP-0030 §3.1) */
+static int disco_node_refused(session *s, const xml_node *iq, const xml_node *q) {
+    if (!xml_attr_get(q, "node")) return 0;
+    send_stanza_error(s, iq, "cancel", "item-not-found");
+    return 1;
+}
+
+static const iq_route server_iqs[];
+static const iq_route account_iqs[];
+
+static void iq_server_disco_info(session *s, const xml_node *iq, const xml_node *q, const jid *to) {
+    if (!disco_node_refused(s, iq, q)) disco_info_from(s, iq, server_iqs, "server", "im", "Couplet");
+}
+
+static void iq_server_disco_items(session *s, const xml_node *iq, const xml_node *q, const jid *to) {
     server *srv = s->srv;
+    if (disco_node_refused(s, iq, q)) return;
     xml_node *r = iq_result_query(s, iq, "query", NS_DISCO_ITEMS);
     if (!r) return;
     xml_node *item = xml_add_child(srv->arena, r, "item", NULL);
@@ -799,7 +1043,7 @@ static void iq_server_disco_items(session *s, const xml_node *iq) {
     send_result(s, r);
 }
 
-static void iq_server_version(session *s, const xml_node *iq) {
+static void iq_server_version(session *s, const xml_node *iq, const xml_node *q, const jid *to) {
     xml_node *r = iq_result_query(s, iq, "query", NS_VERSION);
     if (!r) return;
     xml_add_child_text(s->srv->arena, r, "name", NULL, "Couplet");
@@ -807,7 +1051,7 @@ static void iq_server_version(session *s, const xml_node *iq) {
     send_result(s, r);
 }
 
-static void iq_server_time(session *s, const xml_node *iq) {
+static void iq_server_time(session *s, const xml_node *iq, const xml_node *q, const jid *to) {
     char utc[32];
     time_t now = time(NULL);
     struct tm tm;
@@ -820,7 +1064,7 @@ static void iq_server_time(session *s, const xml_node *iq) {
     send_result(s, r);
 }
 
-static void iq_server_uptime(session *s, const xml_node *iq) {
+static void iq_server_uptime(session *s, const xml_node *iq, const xml_node *q, const jid *to) {
     char secs[32];
     snprintf(secs, sizeof secs, "%lld", (long long)(time(NULL) - s->srv->started));
     xml_node *r = iq_result_query(s, iq, "query", NS_LAST);
@@ -829,52 +1073,108 @@ static void iq_server_uptime(session *s, const xml_node *iq) {
     send_result(s, r);
 }
 
-static void iq_server(session *s, const xml_node *iq, const xml_node *q) {
-    int get = !strcmp(stanza_type(iq), "get");
-    if (get && is_disco_query(q) && xml_attr_get(q, "node")) send_stanza_error(s, iq, "cancel", "item-not-found");
-    else if (get && !strcmp(q->ns, NS_DISCO_INFO) && !strcmp(q->name, "query")) iq_server_disco_info(s, iq);
-    else if (get && !strcmp(q->ns, NS_DISCO_ITEMS) && !strcmp(q->name, "query")) iq_server_disco_items(s, iq);
-    else if (get && !strcmp(q->ns, NS_PING) && !strcmp(q->name, "ping")) send_result(s, iq_result(s, iq));
-    else if (get && !strcmp(q->ns, NS_VERSION) && !strcmp(q->name, "query")) iq_server_version(s, iq);
-    else if (get && !strcmp(q->ns, NS_TIME) && !strcmp(q->name, "time")) iq_server_time(s, iq);
-    else if (get && !strcmp(q->ns, NS_LAST) && !strcmp(q->name, "query")) iq_server_uptime(s, iq);
-    else if (!strcmp(q->ns, NS_SESSION) && !strcmp(q->name, "session")) send_result(s, iq_result(s, iq));
-    else send_stanza_error(s, iq, "cancel", "service-unavailable");
+/* ---- the roster (RFC 6121 §2) without storage: empty, or every account of the domain ---- */
+
+static void roster_add_item(void *ud, const char *local) {
+    session *s = ((void **)ud)[0];
+    xml_node *q = ((void **)ud)[1];
+    server *srv = s->srv;
+    if (!strcmp(local, s->user)) return;
+    char bare[2 * (JID_PART_MAX + 1)];
+    snprintf(bare, sizeof bare, "%s@%s", local, srv->cfg->domain);
+    xml_node *item = xml_add_child(srv->arena, q, "item", NULL);
+    if (!item) return;
+    xml_set_attr(srv->arena, item, "jid", bare);
+    xml_set_attr(srv->arena, item, "subscription", "both");
 }
 
-/* IQs to a bare account JID are answered by the server on the account's behalf (RFC 6120 §10.5.4). */
-static void iq_account(session *s, const xml_node *iq, const xml_node *q, const jid *to) {
+static void roster_get(session *s, const xml_node *iq) {
+    xml_node *q = iq_result_query(s, iq, "query", NS_ROSTER);
+    if (!q) return;
+    if (s->srv->cfg->roster_shared) {
+        void *ud[2] = {s, q};
+        auth_user_foreach(s->srv->store, roster_add_item, ud);
+    }
+    s->roster_requested = 1;
+    send_result(s, q);
+}
+
+/* A roster set can only agree with what the server computes: nothing is stored per user. */
+static void roster_set(session *s, const xml_node *iq, const xml_node *q) {
     server *srv = s->srv;
-    int get = !strcmp(stanza_type(iq), "get");
-    int own = !strcmp(to->local, s->user);
-    if (own && !strcmp(q->ns, NS_ROSTER) && !strcmp(q->name, "query")) {
-        /* roster-less: an empty roster, and no roster can be stored */
-        if (get) send_result(s, iq_result_query(s, iq, "query", NS_ROSTER));
-        else send_stanza_error(s, iq, "cancel", "not-allowed");
+    const xml_node *item = xml_child(q, "item", NS_ROSTER);
+    if (!item || xml_next_child(item, "item", NS_ROSTER) || !xml_attr_get(item, "jid")) {
+        send_stanza_error(s, iq, "modify", "bad-request");   /* RFC 6121 §2.3.3: exactly one item */
         return;
     }
-    if (get && is_disco_query(q) && xml_attr_get(q, "node")) {
-        send_stanza_error(s, iq, "cancel", "item-not-found");
+    if (!srv->cfg->roster_shared) {
+        send_stanza_error_text(s, iq, "cancel", "not-allowed",
+                               "this server keeps no rosters (roster = empty): contacts cannot be added");
         return;
     }
-    if (get && !strcmp(q->ns, NS_DISCO_INFO) && !strcmp(q->name, "query")) {
-        xml_node *r = iq_result_query(s, iq, "query", NS_DISCO_INFO);
-        if (!r) return;
-        add_identity(srv, r, "account", "registered", NULL);
-        add_feature(srv, r, NS_DISCO_INFO);
-        add_feature(srv, r, NS_DISCO_ITEMS);
-        send_result(s, r);
-        return;
-    }
-    if (get && !strcmp(q->ns, NS_DISCO_ITEMS) && !strcmp(q->name, "query")) {
-        send_result(s, iq_result_query(s, iq, "query", NS_DISCO_ITEMS));
-        return;
-    }
-    if (get && !strcmp(q->ns, NS_PING) && !strcmp(q->name, "ping")) {
-        send_result(s, iq_result(s, iq));
-        return;
-    }
-    send_stanza_error(s, iq, "cancel", "service-unavailable");
+    jid c;
+    const char *sub = xml_attr_get(item, "subscription");
+    int known = jid_parse(xml_attr_get(item, "jid"), &c) == 0 && !c.resource[0] &&
+                !strcmp(c.domain, srv->cfg->domain) && strcmp(c.local, s->user) != 0 &&
+                auth_user_exists(srv->store, c.local);
+    if (sub && !strcmp(sub, "remove"))
+        send_stanza_error_text(s, iq, "cancel", "not-allowed",
+                               "contacts are shared by the server (roster = shared) and cannot be removed");
+    else if (!known)
+        send_stanza_error_text(s, iq, "cancel", "not-allowed",
+                               "with roster = shared every account of this server is a contact, and only they");
+    else
+        send_result(s, iq_result(s, iq));   /* already there, as both: nothing changes */
+}
+
+static void iq_roster(session *s, const xml_node *iq, const xml_node *q, const jid *to) {
+    if (!strcmp(stanza_type(iq), "get")) roster_get(s, iq);
+    else roster_set(s, iq, q);
+}
+
+static void iq_session(session *s, const xml_node *iq, const xml_node *q, const jid *to) {
+    send_result(s, iq_result(s, iq));   /* legacy session establishment: nothing to do (RFC 6121 §C) */
+}
+
+static void iq_account_disco_info(session *s, const xml_node *iq, const xml_node *q, const jid *to) {
+    if (!disco_node_refused(s, iq, q)) disco_info_from(s, iq, account_iqs, "account", "registered", NULL);
+}
+
+static void iq_account_disco_items(session *s, const xml_node *iq, const xml_node *q, const jid *to) {
+    if (!disco_node_refused(s, iq, q)) send_result(s, iq_result_query(s, iq, "query", NS_DISCO_ITEMS));
+}
+
+/* IQs to the server's domain */
+static const iq_route server_iqs[] = {
+    {NS_DISCO_INFO, "query", IQ_GET, 0, iq_server_disco_info, NS_DISCO_INFO},
+    {NS_DISCO_ITEMS, "query", IQ_GET, 0, iq_server_disco_items, NS_DISCO_ITEMS},
+    {NS_PING, "ping", IQ_GET, 0, iq_ping, NS_PING},
+    {NS_VERSION, "query", IQ_GET, 0, iq_server_version, NS_VERSION},
+    {NS_TIME, "time", IQ_GET, 0, iq_server_time, NS_TIME},
+    {NS_LAST, "query", IQ_GET, 0, iq_server_uptime, NS_LAST},
+    {NS_ROSTER, "query", IQ_GET | IQ_SET, 0, iq_roster, NS_ROSTER},
+    {NS_SESSION, "session", IQ_GET | IQ_SET, 0, iq_session, NULL},
+    {NULL, NULL, 0, 0, NULL, NULL},
+};
+
+/* IQs to an account's bare JID (or without 'to': the sender's own), answered by the server on the
+ * account's behalf (RFC 6120 §10.5.4). Everything else a client asks at login (vcard-temp, private
+ * storage, bookmarks, blocking, carbons, PEP, MAM) is a service this server does not offer:
+ * service-unavailable, the answer each of those XEPs gives for a server without it. */
+static const iq_route account_iqs[] = {
+    {NS_ROSTER, "query", IQ_GET | IQ_SET, 1, iq_roster, NULL},
+    {NS_SESSION, "session", IQ_GET | IQ_SET, 1, iq_session, NULL},
+    {NS_DISCO_INFO, "query", IQ_GET, 0, iq_account_disco_info, NS_DISCO_INFO},
+    {NS_DISCO_ITEMS, "query", IQ_GET, 0, iq_account_disco_items, NS_DISCO_ITEMS},
+    {NS_PING, "ping", IQ_GET, 0, iq_ping, NS_PING},
+    {NULL, NULL, 0, 0, NULL, NULL},
+};
+
+static void iq_dispatch(session *s, const iq_route *table, const xml_node *iq, const xml_node *q, const jid *to) {
+    const iq_route *r = iq_route_find(table, iq, q);
+    if (r && r->own_only && (!to->local[0] || strcmp(to->local, s->user) != 0)) r = NULL;
+    if (r) r->handle(s, iq, q, to);
+    else send_stanza_error(s, iq, "cancel", "service-unavailable");
 }
 
 static void route_iq(session *s, xml_node *st, const jid *to, int has_to) {
@@ -903,25 +1203,24 @@ static void route_iq(session *s, xml_node *st, const jid *to, int has_to) {
     }
     if (!request) return;   /* results and errors to the server or a bare JID end here */
     if (!has_to) {
-        /* no 'to': the account's own bare JID (RFC 6120 §10.3.3); session establishment lives here too */
+        /* no 'to': the account's own bare JID (RFC 6120 §10.3.3) */
         jid self;
-        self.local[0] = self.resource[0] = 0;
+        self.resource[0] = 0;
         snprintf(self.local, sizeof self.local, "%s", s->user);
         snprintf(self.domain, sizeof self.domain, "%s", srv->cfg->domain);
-        if (!strcmp(q->ns, NS_SESSION) && !strcmp(q->name, "session")) send_result(s, iq_result(s, st));
-        else iq_account(s, st, q, &self);
+        iq_dispatch(s, account_iqs, st, q, &self);
         return;
     }
     if (!to->local[0]) {
         if (to->resource[0]) send_stanza_error(s, st, "cancel", "service-unavailable");
-        else iq_server(s, st, q);
+        else iq_dispatch(s, server_iqs, st, q, to);
         return;
     }
     if (!auth_user_exists(srv->store, to->local)) {
         send_stanza_error(s, st, "cancel", "service-unavailable");
         return;
     }
-    iq_account(s, st, q, to);
+    iq_dispatch(s, account_iqs, st, q, to);
 }
 
 static void route_to_local(session *s, xml_node *st, const jid *to, int has_to) {
@@ -956,6 +1255,10 @@ static void route_stanza(session *s, xml_node *st) {
     to.local[0] = to.domain[0] = to.resource[0] = 0;
     if (to_text && jid_parse(to_text, &to) < 0) {
         send_stanza_error(s, st, "modify", "jid-malformed");
+        return;
+    }
+    if (!strcmp(st->name, "presence") && !presence_type_known(stanza_type(st))) {
+        send_stanza_error_text(s, st, "modify", "bad-request", "unknown presence type");
         return;
     }
     /* the sender is who the stream says it is, whatever 'from' the client wrote (RFC 6120 §8.1.2.1) */
@@ -1083,6 +1386,7 @@ static void session_end(session *s) {
                 for (session *t = s->acct->sessions; t; t = t->acct_next)
                     if (t != s && t->available) session_send_node(t, p);
             }
+            if (s->available) presence_unavailable_to_contacts(s);
             s->available = 0;
             send_unavailable_to_directed(s);
         }
@@ -1115,6 +1419,7 @@ static void session_free(session *s) {
     }
     xml_parser_free(s->parser);
     auth_sasl_free(s->sasl);
+    free(s->presence);
     free(s->full_jid);
     free(s->user);
     free(s);
@@ -1261,6 +1566,7 @@ server *server_new(const config *conf, const char *config_path, char *err, size_
     }
     srv->conf = *conf;
     srv->cfg = &srv->conf;
+    srv->accounts_watch = -1;
     const config *cfg = srv->cfg;
     srv->started = time(NULL);
     if (config_path && !(srv->config_path = strdup(config_path))) {
@@ -1303,6 +1609,7 @@ server *server_new(const config *conf, const char *config_path, char *err, size_
         server_free(srv);
         return NULL;
     }
+    accounts_watch_start(srv);
     if (cfg->c2s_port || cfg->c2s_tls_port) {
         const char *names[] = {cfg->domain, cfg->muc_domain, NULL};
         if (net_tls_setup(srv->loop, cfg->tls_cert, cfg->tls_key, cfg->data_dir, names) < 0) {
@@ -1335,6 +1642,7 @@ int server_run(server *srv) {
 void server_free(server *srv) {
     if (!srv) return;
     if (srv->loop) net_loop_free(srv->loop);
+    if (srv->accounts_watch >= 0) close(srv->accounts_watch);
     while (srv->sessions) {
         session *s = srv->sessions;
         s->dead = 1;

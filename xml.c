@@ -935,6 +935,10 @@ static const char *resolve(const xml_parser *p, const char *prefix, size_t plen)
     return plen ? NULL : "";
 }
 
+const char *xml_parser_default_ns(const xml_parser *p) {
+    return resolve(p, "", 0);
+}
+
 static int bind_ns(xml_parser *p, const char *prefix, const char *uri, unsigned depth) {
     size_t plen = strlen(prefix), ulen = strlen(uri);
     int is_xml = plen == 3 && memcmp(prefix, "xml", 3) == 0;

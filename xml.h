@@ -121,6 +121,9 @@ void xml_parser_free(xml_parser *p);
 int xml_parser_feed(xml_parser *p, const char *data, size_t len, size_t *consumed);
 void xml_parser_reset(xml_parser *p);           /* new stream: forget all state (stream restart) */
 const char *xml_status_str(int status);         /* short human text for logs and tests */
-size_t xml_parser_memory(const xml_parser *p);  /* heap bytes held right now, struct included */
+size_t xml_parser_memory(const xml_parser *p);
+/* The default namespace in scope at the root ("" when none): the stream's content namespace, which
+ * decides what kind of stream it is (jabber:client, jabber:server, ...). Valid from stream_open on. */
+const char *xml_parser_default_ns(const xml_parser *p);  /* heap bytes held right now, struct included */
 
 #endif
