@@ -385,6 +385,208 @@ static void test_room_kill9(void) {
     if (server_pid > 0) stop_server();
 }
 
+/* ---- what independent clients showed: stream restarts, headers, errors on the account's behalf ---- */
+
+/* go-xmpp ends each element with a newline and restarts with "\n<?xml ...?>\n<stream:stream ...>" */
+static void test_restart_with_whitespace(void) {
+    client c;
+    CHECK(client_open(&c) == 0, "stream opens: %s", c.buf);
+    client_clear(&c);
+    client_auth_plain(&c, "romeo", "password");
+    send_str(c.fd, "\n");
+    CHECK(client_expect(&c, "<success"), "PLAIN succeeds: %s", c.buf);
+    client_clear(&c);
+    send_str(c.fd, "\n<?xml version='1.0'?>");
+    usleep(50000);      /* the declaration and the header in separate reads */
+    send_str(c.fd, "\n<stream:stream to='localhost' version='1.0' xmlns='jabber:client' "
+                   "xmlns:stream='http://etherx.jabber.org/streams'>\n");
+    CHECK(client_expect(&c, "</stream:features>") && strstr(c.buf, "urn:ietf:params:xml:ns:xmpp-bind"),
+          "after SASL, a restart preceded by newlines gets the bind feature, got: %s", c.buf);
+    client_clear(&c);
+    send_str(c.fd, "<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>\n"
+                   "<?xml version='1.0'?>");
+    CHECK(client_expect(&c, "<restricted-xml"), "a declaration inside the stream is still refused: %s", c.buf);
+    client_close(&c);
+}
+
+static void test_stream_headers(void) {
+    expect_stream_error("jabber:server on the client port",
+                        "<stream:stream to='localhost' version='1.0' xmlns='jabber:server' "
+                        "xmlns:stream='http://etherx.jabber.org/streams'>",
+                        "<invalid-namespace xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>", 0);
+    expect_stream_error("no default namespace", "<stream:stream to='localhost' version='1.0' "
+                        "xmlns:stream='http://etherx.jabber.org/streams'>",
+                        "<invalid-namespace xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>", 0);
+    expect_stream_error("XML 1.1", "<?xml version='1.1'?><stream:stream to='localhost' version='1.0' "
+                        "xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>",
+                        "<not-well-formed", 0);
+}
+
+/* the opening tag of the first stanza in buf that carries id='ID', or "" */
+static const char *tag_with_id(const char *buf, const char *id, char *out, size_t n) {
+    char want[80];
+    snprintf(want, sizeof want, "id='%s'", id);
+    const char *p = strstr(buf, want);
+    out[0] = 0;
+    if (!p) return out;
+    const char *start = p;
+    while (start > buf && *start != '<') start--;
+    const char *end = strchr(p, '>');
+    size_t len = end ? (size_t)(end - start + 1) : strlen(start);
+    snprintf(out, n, "%.*s", (int)(len < n ? len : n - 1), start);
+    return out;
+}
+
+static void test_account_answers(void) {
+    /* what clients ask at login, answered for the account: an error, never silence, never from the domain */
+    static const struct { const char *id, *payload, *type, *what; } asks[] = {
+        {"vc", "<vCard xmlns='vcard-temp'/>", "get", "vcard-temp (XEP-0054)"},
+        {"bm", "<query xmlns='jabber:iq:private'><storage xmlns='storage:bookmarks'/></query>", "get",
+         "private XML storage bookmarks (XEP-0049, XEP-0048)"},
+        {"bl", "<blocklist xmlns='urn:xmpp:blocking'/>", "get", "blocking (XEP-0191)"},
+        {"cb", "<enable xmlns='urn:xmpp:carbons:2'/>", "set", "carbons (XEP-0280)"},
+        {"pep", "<pubsub xmlns='http://jabber.org/protocol/pubsub'><items node='urn:xmpp:bookmarks:1'/></pubsub>",
+         "get", "PEP (XEP-0163)"},
+        {"mam", "<query xmlns='urn:xmpp:mam:2'/>", "set", "MAM (XEP-0313)"},
+    };
+    client c;
+    char xml[512], tag[512];
+    CHECK(client_login(&c, "romeo", "errors") == 0, "romeo logs in: %s", c.buf);
+    for (size_t i = 0; i < sizeof asks / sizeof *asks; i++) {
+        snprintf(xml, sizeof xml, "<iq type='%s' id='%s'>%s</iq>", asks[i].type, asks[i].id, asks[i].payload);
+        client_clear(&c);
+        send_str(c.fd, xml);
+        CHECK(client_expect(&c, "</iq>") && strstr(c.buf, "<service-unavailable"),
+              "%s: expected service-unavailable, got: %s", asks[i].what, c.buf);
+        tag_with_id(c.buf, asks[i].id, tag, sizeof tag);
+        CHECK(strstr(tag, "type='error'") && !strstr(tag, "from="),
+              "%s: expected an error with no 'from' (answered for the account), got: %s", asks[i].what, tag);
+    }
+    /* the account's disco#info lists exactly what is answered for it */
+    client_clear(&c);
+    send_str(c.fd, "<iq type='get' id='di'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>");
+    CHECK(client_expect(&c, "</iq>") && strstr(c.buf, "var='urn:xmpp:ping'") &&
+          strstr(c.buf, "category='account'") && !strstr(c.buf, "vcard-temp") && !strstr(c.buf, "urn:xmpp:mam"),
+          "account disco#info: identity account, ping advertised, nothing unanswered: %s", c.buf);
+    /* a presence type RFC 6121 does not define */
+    client_clear(&c);
+    send_str(c.fd, "<presence to='juliet@localhost' type='away' id='pt'/>");
+    CHECK(client_expect(&c, "</presence>") && strstr(c.buf, "type='error'") && strstr(c.buf, "<bad-request"),
+          "presence type='away' -> bad-request, got: %s", c.buf);
+    /* no rosters: a subscription request is refused in words a client can show */
+    client_clear(&c);
+    send_str(c.fd, "<presence to='juliet@localhost' type='subscribe' id='sub'/>");
+    CHECK(client_expect(&c, "</presence>") && strstr(c.buf, "<feature-not-implemented") &&
+          strstr(c.buf, "no rosters"), "subscribe with roster = empty -> feature-not-implemented and a text: %s",
+          c.buf);
+    client_clear(&c);
+    send_str(c.fd, "<iq type='set' id='rs'><query xmlns='jabber:iq:roster'><item jid='juliet@localhost'/>"
+                   "</query></iq>");
+    CHECK(client_expect(&c, "</iq>") && strstr(c.buf, "<not-allowed") && strstr(c.buf, "no rosters"),
+          "roster set with roster = empty -> not-allowed with a text: %s", c.buf);
+    client_close(&c);
+}
+
+/* roster = shared: every account is everyone's contact, online state flows without adding anyone */
+static void test_shared_roster(void) {
+    client r, j;
+    CHECK(client_login(&r, "romeo", "hall") == 0, "romeo logs in: %s", r.buf);
+    send_str(r.fd, "<iq type='get' id='ro'><query xmlns='jabber:iq:roster'/></iq>");
+    CHECK(client_expect(&r, "</iq>") && strstr(r.buf, "jid='juliet@localhost'") &&
+          strstr(r.buf, "jid='nurse@localhost'") && strstr(r.buf, "subscription='both'") &&
+          !strstr(r.buf, "jid='romeo@localhost'"), "romeo's roster: every other account, both: %s", r.buf);
+    client_clear(&r);
+    send_str(r.fd, "<presence><show>chat</show></presence>");
+    CHECK(client_expect(&r, "</presence>"), "romeo's presence reflected: %s", r.buf);
+    client_clear(&r);
+    CHECK(client_login(&j, "juliet", "tomb") == 0, "juliet logs in: %s", j.buf);
+    send_str(j.fd, "<presence/>");
+    CHECK(client_expect(&j, "from='romeo@localhost/hall'") && strstr(j.buf, "<show>chat</show>"),
+          "juliet coming online learns romeo is online: %s", j.buf);
+    CHECK(client_expect(&r, "from='juliet@localhost/tomb'"), "romeo learns juliet came online: %s", r.buf);
+    client_clear(&j);
+    send_str(j.fd, "<presence to='romeo@localhost' type='probe'/>");
+    CHECK(client_expect(&j, "<show>chat</show>"), "a probe is answered with romeo's presence: %s", j.buf);
+    client_clear(&j);
+    send_str(j.fd, "<presence to='nurse@localhost' type='subscribe'/>");
+    CHECK(client_expect(&j, "type='unavailable'") && strstr(j.buf, "type='subscribed'") &&
+          strstr(j.buf, "from='nurse@localhost'"), "subscribe is approved for the contact, who is offline: %s",
+          j.buf);
+    client_clear(&j);
+    send_str(j.fd, "<iq type='set' id='rs'><query xmlns='jabber:iq:roster'><item jid='friar@example.org'/>"
+                   "</query></iq>");
+    CHECK(client_expect(&j, "</iq>") && strstr(j.buf, "<not-allowed"), "a foreign contact cannot be added: %s",
+          j.buf);
+    client_clear(&r);
+    client_close(&j);
+    CHECK(client_expect(&r, "type='unavailable'") && strstr(r.buf, "from='juliet@localhost/tomb'"),
+          "romeo learns juliet left: %s", r.buf);
+    client_close(&r);
+}
+
+/* ---- account changes made by another process reach the running server ---- */
+
+static int run_account_cmd(const char *cmd, const char *jid, const char *password) {
+    char line[PATH_MAX * 2 + 256];
+    snprintf(line, sizeof line, "'%s' -c '%s/couplet.conf' %s '%s' >/dev/null 2>&1", couplet_bin, tmpdir, cmd, jid);
+    FILE *p = popen(line, "w");
+    if (!p) return -1;
+    if (password) fprintf(p, "%s\n", password);
+    return pclose(p) == 0 ? 0 : -1;
+}
+
+/* 1 if user/password logs in (SASL success), 0 if refused */
+static int login_works(const char *user, const char *password) {
+    client c;
+    if (client_open(&c) < 0) return 0;
+    client_clear(&c);
+    client_auth_plain(&c, user, password);
+    read_until(c.fd, c.buf, sizeof c.buf, &c.len, "</", 3000);
+    int ok = strstr(c.buf, "<success") != NULL;
+    client_close(&c);
+    return ok;
+}
+
+static void test_accounts_live(void) {
+    CHECK(!login_works("alice", "first"), "alice does not exist yet");
+    CHECK(run_account_cmd("adduser", "alice@localhost", "first") == 0, "adduser while the server runs");
+    CHECK(login_works("alice", "first"), "alice logs in at once, without a restart or SIGHUP");
+    CHECK(run_account_cmd("passwd", "alice@localhost", "second") == 0, "passwd while the server runs");
+    CHECK(!login_works("alice", "first"), "the old password no longer works");
+    CHECK(login_works("alice", "second"), "the new password works");
+
+    client live;
+    memset(&live, 0, sizeof live);
+    live.fd = -1;
+    CHECK(client_open(&live) == 0, "alice opens a stream");
+    client_clear(&live);
+    client_auth_plain(&live, "alice", "second");
+    CHECK(client_expect(&live, "<success"), "alice authenticates: %s", live.buf);
+    client_clear(&live);
+    send_str(live.fd, HEADER);
+    CHECK(client_expect(&live, "</stream:features>"), "alice's stream restarts");
+    client_clear(&live);
+    send_str(live.fd, "<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>");
+    CHECK(client_expect(&live, "</iq>"), "alice binds");
+    client_clear(&live);
+    CHECK(run_account_cmd("deluser", "alice@localhost", NULL) == 0, "deluser while the server runs");
+    long t0 = now_ms();     /* from the moment the file is replaced: the command may run under valgrind */
+    CHECK(client_expect(&live, "<not-authorized xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>") &&
+          strstr(live.buf, "deleted"), "the deleted account's live session ends with not-authorized: %s", live.buf);
+    CHECK(now_ms() - t0 < 2000, "within a second or so of deluser (took %ld ms)", now_ms() - t0);
+    client_close(&live);
+    CHECK(!login_works("alice", "second"), "the deleted account cannot log in");
+
+    /* a corrupt file written while running: refused, the accounts before stay */
+    char path[PATH_MAX + 32], tmp[PATH_MAX + 32];
+    snprintf(path, sizeof path, "%s/accounts", data_dir);
+    snprintf(tmp, sizeof tmp, "%s/accounts.broken", data_dir);
+    CHECK(write_file(tmp, "# couplet accounts v1\nthis is not an account line\n") == 0 && rename(tmp, path) == 0,
+          "a corrupt account file replaces the good one");
+    usleep(200000);
+    CHECK(login_works("romeo", "password"), "romeo still logs in: the old accounts stay in use");
+}
+
 int main(int argc, char **argv) {
     (void)argc;
     if (xmpp_test_init(argv[0]) < 0) {
@@ -418,6 +620,24 @@ int main(int argc, char **argv) {
         CHECK(stop_server() == 0, "the server exits 0 after SIGTERM");
     } else {
         CHECK(0, "server started (lockout)");
+    }
+    if (start_server("require_encryption = false\n") == 0) {
+        test_restart_with_whitespace();
+        test_stream_headers();
+        test_account_answers();
+        test_accounts_live();
+        CHECK(stop_server() == 0, "the server exits 0 after SIGTERM");
+    } else {
+        CHECK(0, "server started (interop fixes)");
+    }
+    if (start_server("require_encryption = false\nroster = shared\n") == 0) {
+        char conf[PATH_MAX + 16];
+        snprintf(conf, sizeof conf, "%s/couplet.conf", tmpdir);
+        CHECK(run_adduser(conf, "nurse@localhost") == 0, "a third account for the shared roster");
+        test_shared_roster();
+        CHECK(stop_server() == 0, "the server exits 0 after SIGTERM");
+    } else {
+        CHECK(0, "server started (roster = shared)");
     }
     if (start_server("require_encryption = false\n") == 0) {
         test_reload();
