@@ -1295,6 +1295,64 @@ out:
     return rc;
 }
 
+/* ALPN (XEP-0368): pick "xmpp-client" when the client offers it. A client that offers only other protocols
+ * is answered without ALPN rather than with RFC 7301's fatal alert, as a server without ALPN would: it is
+ * then talking to an XMPP port, and the stream header is where a wrong guess shows (HARDENING.md). */
+static int tls_alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+                           const unsigned char *in, unsigned int inlen, void *arg)
+{
+    static const unsigned char ours[] = "xmpp-client";
+    const size_t n = sizeof ours - 1;
+    for (unsigned int i = 0; i < inlen; ) {
+        unsigned int len = in[i++];
+        if (len > inlen - i)
+            break;                      /* malformed list: OpenSSL checks it first, but stay in bounds */
+        if (len == n && memcmp(in + i, ours, n) == 0) {
+            *out = in + i;
+            *outlen = (unsigned char)len;
+            return SSL_TLSEXT_ERR_OK;
+        }
+        i += len;
+    }
+    return SSL_TLSEXT_ERR_NOACK;
+}
+
+/* Mozilla's "intermediate" server profile: TLS 1.2 and 1.3; for TLS 1.2 only ECDHE key exchange with
+ * AEAD ciphers (no CBC, no RSA key exchange, no SHA-1 MAC); groups X25519, P-256, P-384. 0 or -1 (logged). */
+static int tls_ctx_profile(SSL_CTX *ctx)
+{
+    if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1)
+        return tls_log_error("minimum protocol version");
+    /* RELEASE_BUFFERS: idle sessions drop their 16+ KiB record buffers */
+    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
+                          SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    /* IGNORE_UNEXPECTED_EOF: XMPP ends streams with </stream:stream>, many clients then just close.
+     * SERVER_PREFERENCE, unlike Mozilla's "client chooses": every suite here is strong, and ChaCha20 first
+     * keeps idle sessions smallest (below), which the client's order would give away. */
+    SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_TICKET |
+                             SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_IGNORE_UNEXPECTED_EOF);
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+    SSL_CTX_set_num_tickets(ctx, 0);
+    /* TLS 1.3 server preference, all AEADs: ChaCha20-Poly1305, then AES-128-GCM, then AES-256-GCM.
+     * A session keeps a cipher context each way for its whole life, and the suite sets their size:
+     * per idle session ChaCha20-Poly1305 holds about 430 B less than AES-256-GCM/SHA-384 (OpenSSL's
+     * default first choice) and AES-128-GCM about 200 B less. ChaCha20 is also the faster suite on the
+     * CPUs without AES instructions that small boxes often have; elsewhere stanzas are too small to care. */
+    if (SSL_CTX_set_ciphersuites(ctx, "TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256:"
+                                      "TLS_AES_256_GCM_SHA384") != 1)
+        return tls_log_error("ciphersuites");
+    /* TLS 1.2, the same order; ECDSA suites serve the generated P-256 certificate, RSA ones an RSA one */
+    if (SSL_CTX_set_cipher_list(ctx, "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"
+                                     "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+                                     "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384") != 1)
+        return tls_log_error("cipher list");
+    if (SSL_CTX_set1_groups_list(ctx, "X25519:P-256:P-384") != 1)
+        return tls_log_error("groups");
+    SSL_CTX_set_alpn_select_cb(ctx, tls_alpn_select, NULL);
+    /* SNI: any server_name is accepted and the one certificate is served (no callback, no selection) */
+    return 0;
+}
+
 /* A complete server context from cert and key (or data_dir's, generated if missing), or NULL (logged).
  * Setup and reload share it, so a reloaded context has exactly the settings of the first one. */
 static SSL_CTX *tls_ctx_build(const char *cert, const char *key, const char *data_dir,
@@ -1329,23 +1387,7 @@ static SSL_CTX *tls_ctx_build(const char *cert, const char *key, const char *dat
         tls_log_error("SSL_CTX_new");
         return NULL;
     }
-    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-    /* RELEASE_BUFFERS: idle sessions drop their 16+ KiB record buffers */
-    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
-                          SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
-    /* IGNORE_UNEXPECTED_EOF: XMPP ends streams with </stream:stream>, many clients then just close */
-    SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_TICKET |
-                             SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_IGNORE_UNEXPECTED_EOF);
-    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
-    SSL_CTX_set_num_tickets(ctx, 0);
-    /* TLS 1.3 server preference, all AEADs: ChaCha20-Poly1305, then AES-128-GCM, then AES-256-GCM.
-     * A session keeps a cipher context each way for its whole life, and the suite sets their size:
-     * per idle session ChaCha20-Poly1305 holds about 430 B less than AES-256-GCM/SHA-384 (OpenSSL's
-     * default first choice) and AES-128-GCM about 200 B less. ChaCha20 is also the faster suite on the
-     * CPUs without AES instructions that small boxes often have; elsewhere stanzas are too small to care. */
-    if (SSL_CTX_set_ciphersuites(ctx, "TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256:"
-                                      "TLS_AES_256_GCM_SHA384") != 1) {
-        tls_log_error("ciphersuites");
+    if (tls_ctx_profile(ctx) < 0) {
         SSL_CTX_free(ctx);
         return NULL;
     }
@@ -1754,6 +1796,7 @@ const char *net_conn_peer(const net_conn *c)
 {
     return c->peer;
 }
+
 
 void *net_conn_ud(const net_conn *c)
 {

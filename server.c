@@ -65,6 +65,7 @@ struct session {
     directed *directed;
     session *acct_next;         /* the account's other sessions */
     session *prev, *next;       /* every session, for shutdown */
+    unsigned id;                /* for logs: numbered in order of connection */
     unsigned char state;
     unsigned char sasl_failures;
     unsigned tls : 1, authed : 1, available : 1, header_sent : 1, dead : 1;
@@ -105,6 +106,7 @@ struct server {
     xml_arena *arena;           /* replies built while handling one stanza */
     xml_buf out;                /* serialization scratch, reused */
     time_t started;
+    unsigned last_id;           /* the last connection's number */
     int stopping;
     int accounts_watch;         /* inotify on data_dir: the account file replaced by another process */
 };
@@ -187,11 +189,77 @@ static unsigned account_session_count(const account *a) {
 }
 
 /* ---------------------------------------------------------------------------------------------------- */
+/* logs: each line names its connection; at debug level every stanza in and out, secrets blanked         */
+
+/* "#12 127.0.0.1 romeo@localhost/x" (or the user, or "-", before binding): the number tells apart two
+ * connections from one address (struct net_conn has no room left for the port) */
+static const char *session_name(const session *s) {
+    static char buf[3 * (JID_PART_MAX + 1) + 80];
+    snprintf(buf, sizeof buf, "#%u %s %s", s->id, net_conn_peer(s->conn),
+             s->full_jid ? s->full_jid : s->user ? s->user : "-");
+    return buf;
+}
+
+/* What a stanza log must never show: SASL payloads (a PLAIN one is the password), passwords of rooms and
+ * registrations, and a room secret in a configuration form. Each rule blanks what lies between `open`
+ * (searched after `marker`) and `close`. */
+static const struct redaction {
+    const char *marker, *open, *close;
+} redactions[] = {
+    {"<auth ", ">", "</auth>"},
+    {"<response ", ">", "</response>"},
+    {"<challenge ", ">", "</challenge>"},
+    {"<success ", ">", "</success>"},
+    {"<password", ">", "</password>"},
+    {"muc#roomconfig_roomsecret", "<value>", "</value>"},
+    {"var='password'", "<value>", "</value>"},
+    {"var=\"password\"", "<value>", "</value>"},
+};
+
+static void redact(xml_buf *b) {
+    for (size_t r = 0; r < sizeof redactions / sizeof *redactions; r++) {
+        const struct redaction *x = &redactions[r];
+        for (char *p = b->data; p && (p = strstr(p, x->marker));) {
+            char *open = strstr(p + strlen(x->marker), x->open);
+            if (!open || (open > b->data && open[-1] == '/')) break;    /* an empty element: nothing in it */
+            char *start = open + strlen(x->open), *end = strstr(start, x->close);
+            if (!end) break;
+            if (end > start) {
+                memset(start, '*', (size_t)(end - start) < 3 ? (size_t)(end - start) : 3);
+                if (end - start > 3) memmove(start + 3, end, strlen(end) + 1);
+                end = start + ((size_t)(end - start) < 3 ? (size_t)(end - start) : 3);
+            }
+            p = end;
+        }
+    }
+}
+
+#define LOG_STANZA_MAX 8192
+static void log_stanza(const session *s, const char *dir, const char *data, size_t len) {
+    xml_buf b;
+    xml_buf_init(&b);
+    xml_buf_append(&b, data, len < LOG_STANZA_MAX ? len : LOG_STANZA_MAX);
+    if (b.oom) return;
+    redact(&b);
+    log_debug("%s %s %s%s", dir, session_name(s), b.data, len > LOG_STANZA_MAX ? " [...]" : "");
+    xml_buf_free(&b);
+}
+
+static void log_stanza_in(const session *s, const xml_node *n) {
+    xml_buf b;
+    xml_buf_init(&b);
+    xml_serialize(&b, n, XML_NS_CLIENT);
+    if (!b.oom) log_stanza(s, "<-", b.data, b.len);
+    xml_buf_free(&b);
+}
+
+/* ---------------------------------------------------------------------------------------------------- */
 /* output                                                                                               */
 
 /* Once our </stream:stream> is out (state ST_CLOSED), nothing more may follow it (RFC 6120 §4.4). */
 static void session_write(session *s, const char *data, size_t len) {
     if (s->dead || s->state == ST_CLOSED) return;
+    if (log_level >= LOG_DEBUG) log_stanza(s, "->", data, len);
     net_conn_write(s->conn, data, len);
 }
 
@@ -254,8 +322,7 @@ static void session_end(session *s);
 static void session_stream_error(session *s, const char *condition, const char *text) {
     if (s->state == ST_CLOSED || s->dead) return;
     if (!s->header_sent) session_send_header(s);
-    log_info("stream error %s to %s%s%s", condition, s->full_jid ? s->full_jid : net_conn_peer(s->conn),
-             text ? ": " : "", text ? text : "");
+    log_info("%s stream error %s%s%s", session_name(s), condition, text ? ": " : "", text ? text : "");
     xml_buf *b = &s->srv->out;
     xml_buf_reset(b);
     xml_buf_printf(b, "<stream:error><%s xmlns='" NS_STREAMS "'/>", condition);
@@ -385,6 +452,7 @@ static int on_stream_open(void *ud, xml_node *root) {
     session *s = ud;
     const config *cfg = s->srv->cfg;
     s->header_sent = 0;
+    if (log_level >= LOG_DEBUG) log_stanza_in(s, root);
     if (strcmp(root->name, "stream") != 0 || strcmp(root->ns, XML_NS_STREAM) != 0) {
         session_stream_error(s, "invalid-namespace", NULL);
         return 1;
@@ -528,7 +596,7 @@ static void sasl_failure(session *s, const char *condition) {
     if (!b->oom) session_write(s, b->data, b->len);
     auth_sasl_free(s->sasl);
     s->sasl = NULL;
-    log_info("authentication failed from %s: %s", net_conn_peer(s->conn), condition);
+    log_info("%s authentication failed: %s", session_name(s), condition);
     if (!strcmp(condition, "not-authorized")) auth_note_failure(s->srv, net_conn_peer(s->conn));
     if (++s->sasl_failures >= s->srv->cfg->sasl_max_attempts)
         session_stream_error(s, "policy-violation", "too many failed authentication attempts");
@@ -567,7 +635,7 @@ static int sasl_step(session *s, const char *data) {
     if (out[0]) xml_buf_printf(b, "<success xmlns='" NS_SASL "'>%s</success>", out);
     else xml_buf_puts(b, "<success xmlns='" NS_SASL "'/>");
     if (!b->oom) session_write(s, b->data, b->len);
-    log_info("%s authenticated as %s", net_conn_peer(s->conn), s->user);
+    log_info("%s logged in", session_name(s));
     return session_restart(s);
 }
 
@@ -669,7 +737,7 @@ static int handle_bind(session *s, const xml_node *iq, const xml_node *bind) {
     }
     /* the handshake is over: from now on the timer watches for idleness */
     net_conn_set_timer(s->conn, srv->cfg->idle_timeout);
-    log_info("%s bound %s", net_conn_peer(s->conn), s->full_jid);
+    log_info("%s bound", session_name(s));
     return 0;
 }
 
@@ -1285,6 +1353,7 @@ static int on_stanza(void *ud, xml_node *n) {
     int stop = 0;
     xml_arena_reset(srv->arena);
     if (s->state == ST_CLOSED) return 1;
+    if (log_level >= LOG_DEBUG) log_stanza_in(s, n);
     if (!strcmp(n->ns, NS_TLS) && !strcmp(n->name, "starttls"))
         return handle_starttls(s);
     if (!strcmp(n->ns, NS_SASL))
@@ -1343,12 +1412,13 @@ static void *on_open(void *ud, net_conn *c, int tag) {
     }
     s->srv = srv;
     s->conn = c;
+    s->id = ++srv->last_id;
     s->tls = tag == TAG_DIRECT_TLS;
     s->next = srv->sessions;
     if (srv->sessions) srv->sessions->prev = s;
     srv->sessions = s;
     net_conn_set_timer(c, srv->cfg->handshake_timeout);
-    log_debug("connection from %s", net_conn_peer(c));
+    log_info("%s connected%s", session_name(s), tag == TAG_DIRECT_TLS ? " (direct TLS)" : "");
     return s;
 }
 
@@ -1427,7 +1497,7 @@ static void session_free(session *s) {
 
 static void on_close(void *ud, net_conn *c, const char *reason) {
     session *s = ud;
-    log_debug("%s closed: %s", s->full_jid ? s->full_jid : net_conn_peer(c), reason);
+    log_info("%s %s: %s", session_name(s), s->full_jid ? "logged out" : "disconnected", reason);
     xml_arena_reset(s->srv->arena);
     session_end(s);
     session_free(s);
@@ -1436,7 +1506,7 @@ static void on_close(void *ud, net_conn *c, const char *reason) {
 /* May run in the middle of a broadcast, so it only writes the error: on_close does the rest. */
 static void on_overflow(void *ud, net_conn *c) {
     session *s = ud;
-    log_warn("%s stopped reading: output bound passed", s->full_jid ? s->full_jid : net_conn_peer(c));
+    log_warn("%s stopped reading: output bound passed", session_name(s));
     if (!s->dead && s->state != ST_CLOSED)
         session_puts(s, "<stream:error><policy-violation xmlns='" NS_STREAMS "'/></stream:error></stream:stream>");
     s->state = ST_CLOSED;

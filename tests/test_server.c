@@ -587,6 +587,48 @@ static void test_accounts_live(void) {
     CHECK(login_works("romeo", "password"), "romeo still logs in: the old accounts stay in use");
 }
 
+/* log_level = debug shows every stanza both ways, and never a password or a SASL payload */
+static void test_stanza_log(void) {
+    client r, j;
+    CHECK(client_login(&r, "romeo", "logbook") == 0, "romeo logs in: %s", r.buf);
+    send_str(r.fd, "<presence to='vault@conference.localhost/Romeo'><x xmlns='http://jabber.org/protocol/muc'/>"
+                   "</presence>");
+    CHECK(client_expect(&r, "</message>"), "romeo creates the room: %s", r.buf);
+    client_clear(&r);
+    send_str(r.fd, "<iq id='cfg' to='vault@conference.localhost' type='set'><query "
+                   "xmlns='http://jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' type='submit'>"
+                   "<field var='FORM_TYPE'><value>http://jabber.org/protocol/muc#roomconfig</value></field>"
+                   "<field var='muc#roomconfig_roomsecret'><value>Cauldron5ecret</value></field></x></query></iq>");
+    CHECK(client_expect(&r, "id='cfg'"), "the room gets a password: %s", r.buf);
+    client_clear(&r);
+    send_str(r.fd, "<iq id='cfg2' to='vault@conference.localhost' type='get'><query "
+                   "xmlns='http://jabber.org/protocol/muc#owner'/></iq>");
+    CHECK(client_expect(&r, "Cauldron5ecret"), "the owner's form shows the secret to the owner: %s", r.buf);
+    CHECK(client_login(&j, "juliet", "logbook") == 0, "juliet logs in: %s", j.buf);
+    send_str(j.fd, "<presence to='vault@conference.localhost/Juliet'><x xmlns='http://jabber.org/protocol/muc'>"
+                   "<password>Cauldron5ecret</password></x></presence>");
+    CHECK(client_expect(&j, "</message>"), "juliet joins with the password: %s", j.buf);
+    client_close(&j);
+    client_close(&r);
+    usleep(200000);
+    char path[PATH_MAX + 16];
+    snprintf(path, sizeof path, "%s/server.log", tmpdir);
+    size_t len = 0;
+    FILE *f = fopen(path, "r");
+    char *log = f ? calloc(1, 4 << 20) : NULL;
+    if (log) len = fread(log, 1, (4 << 20) - 1, f);
+    if (f) fclose(f);
+    CHECK(log && len > 0, "the server log can be read");
+    if (!log) return;
+    /* base64 of "\0romeo\0password": romeo's PLAIN payload */
+    CHECK(!strstr(log, "AHJvbWVvAHBhc3N3b3Jk"), "no SASL payload in the log");
+    CHECK(!strstr(log, "Cauldron5ecret"), "no room password in the log (form, join, owner's form)");
+    CHECK(strstr(log, "<- #") && strstr(log, "<auth ") && strstr(log, "<message") && strstr(log, "<presence") &&
+          strstr(log, "-> #") && strstr(log, "<success"), "the stanzas both ways are in the log");
+    CHECK(strstr(log, "127.0.0.1 juliet@localhost/logbook"), "log lines name the connection and its JID");
+    free(log);
+}
+
 int main(int argc, char **argv) {
     (void)argc;
     if (xmpp_test_init(argv[0]) < 0) {
@@ -629,6 +671,12 @@ int main(int argc, char **argv) {
         CHECK(stop_server() == 0, "the server exits 0 after SIGTERM");
     } else {
         CHECK(0, "server started (interop fixes)");
+    }
+    if (start_server("require_encryption = false\nlog_level = debug\n") == 0) {
+        test_stanza_log();
+        CHECK(stop_server() == 0, "the server exits 0 after SIGTERM");
+    } else {
+        CHECK(0, "server started (debug log)");
     }
     if (start_server("require_encryption = false\nroster = shared\n") == 0) {
         char conf[PATH_MAX + 16];
