@@ -828,6 +828,13 @@ void auth_store_free(auth_store *s)
     free(s);
 }
 
+int auth_store_changed(const auth_store *s)
+{
+    struct file_id now;
+    file_id_read(s->path, &now);
+    return !file_id_same(&now, &s->id);
+}
+
 int auth_store_refresh(auth_store *s, char *err, size_t errlen)
 {
     struct file_id now;

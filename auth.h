@@ -23,6 +23,7 @@ size_t auth_store_count(const auth_store *s);
  * deluser or import). 0: unchanged; 1: reloaded; -1: the new file is refused (err filled) and the accounts
  * loaded before stay in use until the file changes again. Live SASL exchanges are not disturbed. */
 int auth_store_refresh(auth_store *s, char *err, size_t errlen);
+int auth_store_changed(const auth_store *s);    /* 1 if auth_store_refresh would read the file again */
 /* Every account's local part, in no particular order. */
 void auth_user_foreach(const auth_store *s, void (*fn)(void *ud, const char *localpart), void *ud);
 int auth_user_exists(const auth_store *s, const char *localpart);

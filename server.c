@@ -543,21 +543,102 @@ static void auth_note_failure(server *srv, const char *ip) {
     }
 }
 
+/* ---- roster = shared: roster pushes when accounts come and go (RFC 6121 §2.1.6) ---- */
+
+typedef struct name_list {
+    char **v;
+    size_t n, cap;
+    int oom;
+} name_list;
+
+static void name_list_add(void *ud, const char *local) {
+    name_list *l = ud;
+    if (l->oom) return;
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? 2 * l->cap : 64;
+        char **v = realloc(l->v, cap * sizeof *v);
+        if (!v) {
+            l->oom = 1;
+            return;
+        }
+        l->v = v;
+        l->cap = cap;
+    }
+    if (!(l->v[l->n] = strdup(local))) l->oom = 1;
+    else l->n++;
+}
+
+static int name_cmp(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static void name_list_sorted(server *srv, name_list *l) {
+    memset(l, 0, sizeof *l);
+    auth_user_foreach(srv->store, name_list_add, l);
+    if (l->n) qsort(l->v, l->n, sizeof *l->v, name_cmp);
+}
+
+static void name_list_free(name_list *l) {
+    for (size_t i = 0; i < l->n; i++) free(l->v[i]);
+    free(l->v);
+}
+
+static void roster_push(server *srv, const char *local, const char *subscription) {
+    char bare[2 * (JID_PART_MAX + 1)];
+    snprintf(bare, sizeof bare, "%s@%s", local, srv->cfg->domain);
+    for (session *s = srv->sessions; s; s = s->next) {
+        if (!s->roster_requested || !s->full_jid || s->dead || !strcmp(s->user, local)) continue;
+        xml_arena_reset(srv->arena);
+        xml_node *iq = xml_node_new(srv->arena, "iq", XML_NS_CLIENT);
+        xml_node *q = iq ? xml_add_child(srv->arena, iq, "query", NS_ROSTER) : NULL;
+        xml_node *item = q ? xml_add_child(srv->arena, q, "item", NULL) : NULL;
+        if (!item) return;
+        char id[17];
+        random_hex(id, 8);
+        xml_set_attr(srv->arena, iq, "type", "set");
+        xml_set_attr(srv->arena, iq, "id", id);
+        xml_set_attr(srv->arena, iq, "to", s->full_jid);
+        xml_set_attr(srv->arena, item, "jid", bare);
+        xml_set_attr(srv->arena, item, "subscription", subscription);
+        session_send_node(s, iq);
+    }
+}
+
+/* both lists sorted: what is only in `before` was removed, what is only in `after` was added */
+static void roster_push_changes(server *srv, const name_list *before, const name_list *after) {
+    size_t i = 0, j = 0;
+    while (i < before->n || j < after->n) {
+        int c = i == before->n ? 1 : j == after->n ? -1 : strcmp(before->v[i], after->v[j]);
+        if (c < 0) roster_push(srv, before->v[i++], "remove");
+        else if (c > 0) roster_push(srv, after->v[j++], "both");
+        else i++, j++;
+    }
+}
+
 /* ---- accounts changed by another process (adduser, passwd, deluser, import) ----
  * The file is read again when it changed: before each login, and as soon as inotify says it was replaced,
  * so that a deleted account's sessions end at once. A file that does not load keeps the old accounts. */
 
 static void accounts_refresh(server *srv) {
     char err[256];
+    name_list before = {0}, after = {0};
+    if (!auth_store_changed(srv->store)) return;    /* a stat: the common case at every login */
+    int pushes = srv->cfg->roster_shared && srv->sessions;
+    if (pushes) name_list_sorted(srv, &before);
     int r = auth_store_refresh(srv->store, err, sizeof err);
     if (r < 0) log_err("%s: the accounts loaded before stay in use", err);
-    if (r <= 0) return;
-    log_info("accounts reloaded: %zu accounts", auth_store_count(srv->store));
-    for (session *s = srv->sessions, *next; s; s = next) {
-        next = s->next;
-        if (s->user && !auth_user_exists(srv->store, s->user))
-            session_stream_error(s, "not-authorized", "the account was deleted");
+    if (r > 0) {
+        log_info("accounts reloaded: %zu accounts", auth_store_count(srv->store));
+        for (session *s = srv->sessions, *next; s; s = next) {
+            next = s->next;
+            if (s->user && !auth_user_exists(srv->store, s->user))
+                session_stream_error(s, "not-authorized", "the account was deleted");
+        }
+        if (pushes) name_list_sorted(srv, &after);
+        if (pushes && !before.oom && !after.oom) roster_push_changes(srv, &before, &after);
     }
+    name_list_free(&before);
+    name_list_free(&after);
 }
 
 static void on_accounts_event(void *ud) {

@@ -487,6 +487,15 @@ static void test_account_answers(void) {
     client_close(&c);
 }
 
+static int run_account_cmd(const char *cmd, const char *jid, const char *password) {
+    char line[PATH_MAX * 2 + 256];
+    snprintf(line, sizeof line, "'%s' -c '%s/couplet.conf' %s '%s' >/dev/null 2>&1", couplet_bin, tmpdir, cmd, jid);
+    FILE *p = popen(line, "w");
+    if (!p) return -1;
+    if (password) fprintf(p, "%s\n", password);
+    return pclose(p) == 0 ? 0 : -1;
+}
+
 /* roster = shared: every account is everyone's contact, online state flows without adding anyone */
 static void test_shared_roster(void) {
     client r, j;
@@ -521,19 +530,20 @@ static void test_shared_roster(void) {
     client_close(&j);
     CHECK(client_expect(&r, "type='unavailable'") && strstr(r.buf, "from='juliet@localhost/tomb'"),
           "romeo learns juliet left: %s", r.buf);
+    /* accounts added and deleted by another process reach the roster of a resource that asked for it */
+    client_clear(&r);
+    CHECK(run_account_cmd("adduser", "friar@localhost", "cell") == 0, "adduser friar while romeo is online");
+    CHECK(client_expect(&r, "jid='friar@localhost'") && read_until(r.fd, r.buf, sizeof r.buf, &r.len, "</iq>", 3000) &&
+          strstr(r.buf, "type='set'") && strstr(r.buf, "subscription='both'"),
+          "a roster push adds friar: %s", r.buf);
+    client_clear(&r);
+    CHECK(run_account_cmd("deluser", "nurse@localhost", NULL) == 0, "deluser nurse while romeo is online");
+    CHECK(client_expect(&r, "jid='nurse@localhost'") && read_until(r.fd, r.buf, sizeof r.buf, &r.len, "</iq>", 3000) &&
+          strstr(r.buf, "subscription='remove'"), "a roster push removes nurse: %s", r.buf);
     client_close(&r);
 }
 
 /* ---- account changes made by another process reach the running server ---- */
-
-static int run_account_cmd(const char *cmd, const char *jid, const char *password) {
-    char line[PATH_MAX * 2 + 256];
-    snprintf(line, sizeof line, "'%s' -c '%s/couplet.conf' %s '%s' >/dev/null 2>&1", couplet_bin, tmpdir, cmd, jid);
-    FILE *p = popen(line, "w");
-    if (!p) return -1;
-    if (password) fprintf(p, "%s\n", password);
-    return pclose(p) == 0 ? 0 : -1;
-}
 
 /* 1 if user/password logs in (SASL success), 0 if refused */
 static int login_works(const char *user, const char *password) {
