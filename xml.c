@@ -595,6 +595,7 @@ struct xml_parser {
     unsigned char cr;           /* previous char was CR (line-end normalization) */
     unsigned char started;      /* a byte of this stream was seen (kept by ST_MISC: the declaration comes first) */
     unsigned char restarted;    /* reset for a stream restart: whitespace may come before the declaration */
+    unsigned char fragments;    /* no root: every top-level element is a stanza (WebSocket framing) */
     unsigned char decl_ok;      /* the current '<' is the stream's first byte */
     unsigned char counting;     /* inside a stanza or a top-level tag: tok_bytes is live */
     unsigned char u8_need, u8_lo, u8_hi;
@@ -676,10 +677,26 @@ void xml_parser_free(xml_parser *p) {
     free(p);
 }
 
+/* Fragments: as if a root without a name or bindings were open, so the stanza machinery runs unchanged;
+ * its end tag can never match, and nothing may come before the first element but whitespace. */
+static void start_fragments(xml_parser *p) {
+    p->fragments = 1;
+    p->depth = 1;
+    p->started = 1;
+    p->state = ST_TEXT;
+}
+
+int xml_parser_set_stanza_depth(xml_parser *p, unsigned depth) {
+    if (depth != 1 && depth != 2) return -1;
+    if (depth == 1) start_fragments(p);
+    return 0;
+}
+
 void xml_parser_reset(xml_parser *p) {
     xml_limits lim = p->lim;
     xml_events ev = p->ev;
     void *ud = p->ud;
+    int fragments = p->fragments;
     release_tokens(p);
     free_root(p);
     memset(p, 0, sizeof *p);
@@ -688,6 +705,7 @@ void xml_parser_reset(xml_parser *p) {
     p->ud = ud;
     p->state = ST_MISC;
     p->restarted = 1;
+    if (fragments) start_fragments(p);
 }
 
 size_t xml_parser_memory(const xml_parser *p) {
@@ -1088,7 +1106,7 @@ static int end_end_tag(xml_parser *p) {
     if (rc) return rc;
     p->state = ST_TEXT;
     if (p->depth == 1) {
-        if (strcmp(p->scratch, p->root_qname) != 0) return XML_ERR_NOT_WELL_FORMED;
+        if (!p->root_qname || strcmp(p->scratch, p->root_qname) != 0) return XML_ERR_NOT_WELL_FORMED;
         p->depth = 0;
         p->slen = 0;
         p->counting = 0;

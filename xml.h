@@ -120,6 +120,11 @@ void xml_parser_free(xml_parser *p);
  * (consumed < len possibly), or an error (the parser is then dead until reset). consumed may be NULL. */
 int xml_parser_feed(xml_parser *p, const char *data, size_t len, size_t *consumed);
 void xml_parser_reset(xml_parser *p);           /* new stream: forget all state (stream restart) */
+/* Where stanzas are: 2 (the default) for children of a <stream:stream> root, reported through stream_open,
+ * stanza and stream_close; 1 when the transport frames the stream itself (WebSocket, RFC 7395): there is
+ * no root, every top-level element (<open/>, stanzas, <close/>) is reported through the stanza callback, and
+ * an end tag without its start is not-well-formed. Set before the first feed; a reset keeps it. 0 or -1. */
+int xml_parser_set_stanza_depth(xml_parser *p, unsigned depth);
 const char *xml_status_str(int status);         /* short human text for logs and tests */
 size_t xml_parser_memory(const xml_parser *p);
 /* The default namespace in scope at the root ("" when none): the stream's content namespace, which

@@ -556,6 +556,62 @@ static void test_restart_whitespace(void) {
     }
 }
 
+/* WebSocket framing (RFC 7395): no root; each top-level element is a stanza, wherever the input is split */
+static int parse_fragments(rec *r, const char *in, size_t len, size_t cut, int reset_first) {
+    xml_parser *p = xml_parser_new(NULL, &events, r);
+    if (!p) return XML_ERR_NOMEM;
+    int rc = xml_parser_set_stanza_depth(p, 1);
+    if (reset_first) xml_parser_reset(p);
+    if (rc == 0) rc = feed_all(p, in, cut);
+    if (rc == XML_OK) rc = feed_all(p, in + cut, len - cut);
+    xml_parser_free(p);
+    return rc;
+}
+
+static void test_fragments(void) {
+    static const char in[] =
+        "<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='localhost' version='1.0'/>"
+        "<message xmlns='jabber:client' to='a@b'><body>hi &amp; bye</body></message> \n"
+        "<close xmlns='urn:ietf:params:xml:ns:xmpp-framing'/>";
+    static const char want[] =
+        "<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='localhost' version='1.0'/>\n"
+        "<message to='a@b'><body>hi &amp; bye</body></message>\n"    /* jabber:client is the log's default */
+        "<close xmlns='urn:ietf:params:xml:ns:xmpp-framing'/>\n";
+    size_t len = sizeof in - 1;
+    int bad = 0;
+    for (int reset = 0; reset <= 1; reset++)
+        for (size_t cut = 0; cut <= len; cut++) {
+            rec r;
+            rec_init(&r);
+            int rc = parse_fragments(&r, in, len, cut, reset);
+            if ((rc != XML_OK || strcmp(rec_log(&r), want) || r.opens || r.closes) && !bad++)
+                CHECK(0, "fragments split at %zu (reset %d): expected OK and\n%s\ngot %s and\n%s", cut, reset, want,
+                      xml_status_str(rc), rec_log(&r));
+            xml_buf_free(&r.log);
+        }
+    CHECK(!bad, "%d split points of a framed stream went wrong", bad);
+    xml_parser *p = xml_parser_new(NULL, &events, NULL);
+    CHECK_INT(-1, xml_parser_set_stanza_depth(p, 3));
+    xml_parser_free(p);
+
+    static const struct { const char *in; int want; } refused[] = {
+        {"</message>", XML_ERR_NOT_WELL_FORMED},
+        {"<message xmlns='jabber:client'/></open>", XML_ERR_NOT_WELL_FORMED},
+        {"<?xml version='1.0'?><open/>", XML_ERR_RESTRICTED},
+        {"<!-- hi --><open/>", XML_ERR_RESTRICTED},
+        {"<foo:open/>", XML_ERR_BAD_NAMESPACE},
+        {"<a><b></a></b>", XML_ERR_NOT_WELL_FORMED},
+    };
+    for (size_t i = 0; i < sizeof refused / sizeof *refused; i++) {
+        rec r;
+        rec_init(&r);
+        int rc = parse_fragments(&r, refused[i].in, strlen(refused[i].in), 0, 0);
+        CHECK(rc == refused[i].want, "fragments %s: expected %s, got %s", refused[i].in,
+              xml_status_str(refused[i].want), xml_status_str(rc));
+        xml_buf_free(&r.log);
+    }
+}
+
 static void test_idle_memory(void) {
     rec r;
     rec_init(&r);
@@ -1100,6 +1156,7 @@ int main(void) {
     test_stop_and_restart();
     test_reset_in_callback();
     test_restart_whitespace();
+    test_fragments();
     test_idle_memory();
     test_reset_after_error();
     test_misc_stream_forms();
