@@ -1,7 +1,8 @@
 /* fuzz_xml.c - libFuzzer harness for the streaming tokenizer and the serializer (xml.c).
  *
  * Input layout: byte 0 = flags (low 3 bits: number of split points, bit 3: stop after every stanza in
- * the split run, bit 4: default limits instead of small ones), then one byte per split point (an offset
+ * the split run, bit 4: default limits instead of small ones, bit 5: WebSocket framing, where every
+ * top-level element is a stanza), then one byte per split point (an offset
  * into the rest, scaled), then the XML stream itself.
  *
  * Checks, each an abort() because each is a real bug:
@@ -25,6 +26,7 @@ typedef struct run {
     xml_arena *copy_arena;
     const xml_limits *lim;
     int stop_each;              /* return 1 from the stanza callback */
+    int fragments;              /* xml_parser_set_stanza_depth(p, 1) */
 } run;
 
 typedef struct reparse {
@@ -133,7 +135,7 @@ static const xml_events events = {on_open, on_stanza, on_close};
 /* Feed every piece; on XML_STOPPED resume after the consumed bytes. Returns the final status. */
 static int feed_pieces(run *r, const char *data, size_t len, const size_t *cuts, size_t ncuts) {
     xml_parser *p = xml_parser_new(r->lim, &events, r);
-    if (!p) abort();
+    if (!p || (r->fragments && xml_parser_set_stanza_depth(p, 1) < 0)) abort();
     int st = XML_OK;
     size_t start = 0;
     for (size_t k = 0; k <= ncuts && st == XML_OK; k++) {
@@ -194,6 +196,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     split.copy_arena = xml_arena_new();
     if (!whole.copy_arena || !split.copy_arena) abort();
     split.stop_each = (flags & 8) != 0;
+    whole.fragments = split.fragments = (flags & 32) != 0;
 
     int st_whole = feed_pieces(&whole, xml, len, NULL, 0);
     int st_split = feed_pieces(&split, xml, len, cuts, ncuts);
