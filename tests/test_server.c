@@ -496,9 +496,17 @@ static int run_account_cmd(const char *cmd, const char *jid, const char *passwor
     return pclose(p) == 0 ? 0 : -1;
 }
 
+static void test_output_bounds(void) {
+    test_stalled_reader();
+    test_sessions_per_account();
+}
+
 /* roster = shared: every account is everyone's contact, online state flows without adding anyone */
 static void test_shared_roster(void) {
     client r, j;
+    char conf[PATH_MAX + 16];
+    snprintf(conf, sizeof conf, "%s/couplet.conf", tmpdir);
+    CHECK(run_adduser(conf, "nurse@localhost") == 0, "a third account for the shared roster");
     CHECK(client_login(&r, "romeo", "hall") == 0, "romeo logs in: %s", r.buf);
     send_str(r.fd, "<iq type='get' id='ro'><query xmlns='jabber:iq:roster'/></iq>");
     CHECK(client_expect(&r, "</iq>") && strstr(r.buf, "jid='juliet@localhost'") &&
@@ -639,13 +647,20 @@ static void test_stanza_log(void) {
     free(log);
 }
 
+static void test_interop_fixes(void) {
+    test_restart_with_whitespace();
+    test_stream_headers();
+    test_account_answers();
+    test_accounts_live();
+}
+
 int main(int argc, char **argv) {
     (void)argc;
     if (xmpp_test_init(argv[0]) < 0) {
         CHECK(0, "test set-up");
         return check_summary("server");
     }
-    alarm(120);   /* a hard bound on the whole suite */
+    alarm(300);   /* a hard bound on the whole suite (valgrind runs the server too) */
 
     if (start_server("require_encryption = false\nhandshake_timeout = 2\n") == 0) {
         client healthy;
@@ -661,55 +676,28 @@ int main(int argc, char **argv) {
     }
     if (server_pid > 0) stop_server();
 
-    if (start_server("require_encryption = true\n") == 0) {
-        test_encryption_required();
-        CHECK(stop_server() == 0, "the server exits 0 after SIGTERM");
-    } else {
-        CHECK(0, "server started (encryption required)");
-    }
-    if (start_server("require_encryption = false\nauth_failures_per_ip = 3\nauth_lockout = 60\n") == 0) {
-        test_auth_lockout();
-        CHECK(stop_server() == 0, "the server exits 0 after SIGTERM");
-    } else {
-        CHECK(0, "server started (lockout)");
-    }
-    if (start_server("require_encryption = false\n") == 0) {
-        test_restart_with_whitespace();
-        test_stream_headers();
-        test_account_answers();
-        test_accounts_live();
-        CHECK(stop_server() == 0, "the server exits 0 after SIGTERM");
-    } else {
-        CHECK(0, "server started (interop fixes)");
-    }
-    if (start_server("require_encryption = false\nlog_level = debug\n") == 0) {
-        test_stanza_log();
-        CHECK(stop_server() == 0, "the server exits 0 after SIGTERM");
-    } else {
-        CHECK(0, "server started (debug log)");
-    }
-    if (start_server("require_encryption = false\nroster = shared\n") == 0) {
-        char conf[PATH_MAX + 16];
-        snprintf(conf, sizeof conf, "%s/couplet.conf", tmpdir);
-        CHECK(run_adduser(conf, "nurse@localhost") == 0, "a third account for the shared roster");
-        test_shared_roster();
-        CHECK(stop_server() == 0, "the server exits 0 after SIGTERM");
-    } else {
-        CHECK(0, "server started (roster = shared)");
-    }
-    if (start_server("require_encryption = false\n") == 0) {
-        test_reload();
-        CHECK(stop_server() == 0, "the server exits 0 after SIGTERM");
-    } else {
-        CHECK(0, "server started (reload)");
-    }
-    if (start_server("require_encryption = false\nmax_output = 65536\nmax_sessions_per_account = 2\n"
-                     "max_read_rate = 0\n") == 0) {
-        test_stalled_reader();
-        test_sessions_per_account();
-        CHECK(stop_server() == 0, "the server exits 0 after SIGTERM");
-    } else {
-        CHECK(0, "server started (output bound)");
+    /* each round: a fresh server with this configuration, its tests, then a clean SIGTERM exit */
+    static const struct {
+        const char *what, *config;
+        void (*run)(void);
+    } rounds[] = {
+        {"encryption required", "require_encryption = true\n", test_encryption_required},
+        {"lockout", "require_encryption = false\nauth_failures_per_ip = 3\nauth_lockout = 60\n", test_auth_lockout},
+        {"what real clients showed", "require_encryption = false\n", test_interop_fixes},
+        {"debug log", "require_encryption = false\nlog_level = debug\n", test_stanza_log},
+        {"roster = shared", "require_encryption = false\nroster = shared\n", test_shared_roster},
+        {"reload", "require_encryption = false\n", test_reload},
+        {"output bound", "require_encryption = false\nmax_output = 65536\nmax_sessions_per_account = 2\n"
+                         "max_read_rate = 0\n", test_output_bounds},
+    };
+    for (size_t i = 0; i < sizeof rounds / sizeof *rounds; i++) {
+        if (start_server(rounds[i].config) < 0) {
+            CHECK(0, "server started (%s)", rounds[i].what);
+            if (server_pid > 0) stop_server();
+            continue;
+        }
+        rounds[i].run();
+        CHECK(stop_server() == 0, "the server exits 0 after SIGTERM (%s)", rounds[i].what);
     }
     test_adduser_kill9();
     test_room_kill9();
