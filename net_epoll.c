@@ -40,6 +40,7 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 #ifdef __GLIBC__
 #include <malloc.h>
@@ -86,6 +87,7 @@ enum {
     F_POLLOUT       = 1 << 11,  /* EPOLLOUT is in the registered interest */
     F_POLLIN_OFF    = 1 << 12,  /* EPOLLIN is not in the registered interest (throttled) */
     F_PER_IP        = 1 << 13,  /* counted in the per-address table */
+    F_LOCAL         = 1 << 14,  /* accepted on a Unix-domain listener */
 };
 
 /* Per connection, so sized on purpose: 128 bytes (glibc's malloc gives it a 144-byte chunk). The peer
@@ -927,6 +929,10 @@ static void peer_text(const struct sockaddr_storage *sa, char *out, size_t outle
     const void *addr = NULL;
     int family = sa->ss_family;
     struct in_addr v4;
+    if (family == AF_UNIX) {
+        snprintf(out, outlen, "unix");
+        return;
+    }
     if (family == AF_INET) {
         addr = &((const struct sockaddr_in *)sa)->sin_addr;
     } else if (family == AF_INET6) {
@@ -974,6 +980,8 @@ static void conn_open(net_loop *l, int fd, const struct sockaddr_storage *sa, co
     c->tokens = l->read_rate ? l->read_burst : NET_BURST_MAX;    /* clipped to the burst when used */
     c->tokens_ms = (uint32_t)l->mono_ms;
     peer_text(sa, c->peer, sizeof c->peer);
+    if (sa->ss_family == AF_UNIX)
+        c->flags |= F_LOCAL;
     if (ls->tls) {
         if (!l->ssl_ctx) {
             log_err("net: TLS listener without a certificate; connection from %s dropped", c->peer);
@@ -1082,7 +1090,8 @@ static void listener_accept(net_loop *l, const net_listener *ls)
                 return;
             }
         }
-        if (l->max_connections > 0 && l->nconns >= l->max_connections) {
+        /* the admin socket stays usable on a full server: its users are few, and the layer above bounds them */
+        if (sa.ss_family != AF_UNIX && l->max_connections > 0 && l->nconns >= l->max_connections) {
             if (log_allowed(&l->last_full_log, l->now))
                 log_warn("net: %d connections, the limit: refusing new ones", l->nconns);
             close(fd);
@@ -1105,6 +1114,22 @@ static void listeners_close(net_loop *l)
         close(l->listeners[i].fd);
         l->listeners[i].fd = -1;
     }
+}
+
+/* fd becomes listener number nlisteners: into epoll (muted while accepting is paused). Closes fd on error. */
+static int listener_add(net_loop *l, int fd, int tls, int tag)
+{
+    int i = l->nlisteners;
+    struct epoll_event ev = { .events = l->accept_paused_until ? 0 : EPOLLIN,
+                              .data.u64 = ((uint64_t)i << 1) | 1 };
+    if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+        log_err("net: epoll_ctl(ADD) for a listener: %s", strerror(errno));
+        close(fd);
+        return -1;
+    }
+    l->listeners[i] = (net_listener){ fd, tls, tag };
+    l->nlisteners++;
+    return 0;
 }
 
 int net_listen(net_loop *l, const char *addr, int port, int tls, int defer_accept, int tag)
@@ -1156,17 +1181,88 @@ int net_listen(net_loop *l, const char *addr, int port, int tls, int defer_accep
     if (defer_accept > 0 &&
         setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &defer_accept, sizeof defer_accept) < 0)
         log_warn("net: TCP_DEFER_ACCEPT on port %d: %s", port, strerror(errno));
-    int i = l->nlisteners;
-    struct epoll_event ev = { .events = l->accept_paused_until ? 0 : EPOLLIN,
-                              .data.u64 = ((uint64_t)i << 1) | 1 };
-    if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
-        log_err("net: epoll_ctl(ADD) for a listener: %s", strerror(errno));
+    if (listener_add(l, fd, tls, tag) < 0)
+        return -1;
+    log_info("net: listening on [%s]:%d%s", addr, port, tls ? " (direct TLS)" : "");
+    return 0;
+}
+
+/* A socket file left by a server that is gone is removed; one that still accepts belongs to a running
+ * server and stays, and anything that is not a socket is never touched. 0 when path is free now. */
+static int unix_path_free(const char *path, const struct sockaddr_un *sa)
+{
+    struct stat st;
+    if (lstat(path, &st) < 0) {
+        if (errno == ENOENT)
+            return 0;
+        log_err("net: %s: %s", path, strerror(errno));
+        return -1;
+    }
+    if (!S_ISSOCK(st.st_mode)) {
+        log_err("net: %s exists and is not a socket: not touching it", path);
+        return -1;
+    }
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        log_err("net: socket: %s", strerror(errno));
+        return -1;
+    }
+    int r = connect(fd, (const struct sockaddr *)sa, sizeof *sa), e = errno;
+    close(fd);
+    if (r == 0 || e == EAGAIN) {    /* EAGAIN: a listener with a full backlog, alive all the same */
+        log_err("net: %s is in use by a running process", path);
+        return -1;
+    }
+    if (e != ECONNREFUSED && e != ENOENT) {
+        log_err("net: %s: %s", path, strerror(e));
+        return -1;
+    }
+    if (unlink(path) < 0 && errno != ENOENT) {
+        log_err("net: cannot remove the stale socket %s: %s", path, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+int net_listen_unix(net_loop *l, const char *path, int tag)
+{
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    if (!path || !*path || strlen(path) >= sizeof sa.sun_path) {
+        log_err("net: Unix socket path '%.200s' is empty or too long", path ? path : "");
+        return -1;
+    }
+    if (l->nlisteners == NET_MAX_LISTENERS) {
+        log_err("net: too many listeners");
+        return -1;
+    }
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+    if (unix_path_free(path, &sa) < 0)
+        return -1;
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        log_err("net: socket: %s", strerror(errno));
+        return -1;
+    }
+    /* the umask keeps the file private from the instant it exists; chmod whatever the umask was */
+    mode_t old = umask(0177);
+    int r = bind(fd, (struct sockaddr *)&sa, sizeof sa), e = errno;
+    umask(old);
+    if (r < 0) {
+        log_err("net: bind %s: %s", path, strerror(e));
         close(fd);
         return -1;
     }
-    l->listeners[i] = (net_listener){ fd, tls, tag };
-    l->nlisteners++;
-    log_info("net: listening on [%s]:%d%s", addr, port, tls ? " (direct TLS)" : "");
+    if (chmod(path, 0600) < 0 || listen(fd, 16) < 0) {
+        log_err("net: %s: %s", path, strerror(errno));
+        close(fd);
+        unlink(path);
+        return -1;
+    }
+    if (listener_add(l, fd, 0, tag) < 0) {
+        unlink(path);
+        return -1;
+    }
+    log_info("net: listening on %s (Unix socket)", path);
     return 0;
 }
 
@@ -1795,6 +1891,27 @@ time_t net_conn_last_input(const net_conn *c)
 const char *net_conn_peer(const net_conn *c)
 {
     return c->peer;
+}
+
+int net_conn_is_local(const net_conn *c)
+{
+    return (c->flags & F_LOCAL) != 0;
+}
+
+int net_conn_peer_cred(const net_conn *c, uid_t *uid)
+{
+    struct ucred cred;
+    socklen_t len = sizeof cred;
+    if (!(c->flags & F_LOCAL) || (c->flags & F_DEAD) ||
+        getsockopt(c->fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 || len != sizeof cred)
+        return -1;
+    *uid = cred.uid;
+    return 0;
+}
+
+const char *net_conn_tls_version(const net_conn *c)
+{
+    return c->ssl ? SSL_get_version(c->ssl) : NULL;
 }
 
 

@@ -4,6 +4,8 @@
 #include "server.h"
 
 #include <errno.h>
+#include <grp.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,8 +13,10 @@
 #include <time.h>
 #include <unistd.h>
 #include <sys/inotify.h>
+#include <sys/stat.h>
 
 
+#include "admin.h"
 #include "auth.h"
 #include "jid.h"
 #include "muc.h"
@@ -36,7 +40,7 @@
 
 #define COUPLET_VERSION "0.1"
 
-enum { TAG_STARTTLS = 1, TAG_DIRECT_TLS = 2 };
+enum { TAG_STARTTLS = 1, TAG_DIRECT_TLS = 2, TAG_ADMIN = 3 };
 
 /* Where a connection is in the negotiation of RFC 6120: each stream restart returns to HEADER. */
 enum stream_state {
@@ -74,6 +78,7 @@ struct session {
     signed char priority;
     char *presence;             /* roster = shared: the last broadcast presence, serialized without 'to' */
     unsigned presence_len, presence_split;  /* where " to='...'" goes into it */
+    time_t since;               /* accepted at; fits the malloc chunk the struct had already */
 };
 
 /* An account with at least one bound session, found by its local part. */
@@ -109,6 +114,11 @@ struct server {
     unsigned last_id;           /* the last connection's number */
     int stopping;
     int accounts_watch;         /* inotify on data_dir: the account file replaced by another process */
+    struct admin_link *admins;  /* the admin socket's connections */
+    unsigned nadmins;
+    char *admin_path;           /* the admin socket we made, removed at the end if it is still ours */
+    dev_t admin_dev;
+    ino_t admin_ino;
 };
 
 /* ---------------------------------------------------------------------------------------------------- */
@@ -453,8 +463,12 @@ static int on_stream_open(void *ud, xml_node *root) {
     const config *cfg = s->srv->cfg;
     s->header_sent = 0;
     if (log_level >= LOG_DEBUG) log_stanza_in(s, root);
-    if (strcmp(root->name, "stream") != 0 || strcmp(root->ns, XML_NS_STREAM) != 0) {
+    if (strcmp(root->ns, XML_NS_STREAM) != 0) {
         session_stream_error(s, "invalid-namespace", NULL);
+        return 1;
+    }
+    if (strcmp(root->name, "stream") != 0) {     /* the right namespace, the wrong element */
+        session_stream_error(s, "bad-format", NULL);
         return 1;
     }
     /* RFC 6120 §4.8.2: the content namespace says what kind of stream this is; this port serves clients */
@@ -1321,8 +1335,9 @@ static const iq_route account_iqs[] = {
 
 static void iq_dispatch(session *s, const iq_route *table, const xml_node *iq, const xml_node *q, const jid *to) {
     const iq_route *r = iq_route_find(table, iq, q);
-    if (r && r->own_only && (!to->local[0] || strcmp(to->local, s->user) != 0)) r = NULL;
-    if (r) r->handle(s, iq, q, to);
+    if (r && r->own_only && (!to->local[0] || strcmp(to->local, s->user) != 0))
+        send_stanza_error(s, iq, "auth", "forbidden");     /* another account's roster (RFC 6121 §2.1.5) */
+    else if (r) r->handle(s, iq, q, to);
     else send_stanza_error(s, iq, "cancel", "service-unavailable");
 }
 
@@ -1435,17 +1450,23 @@ static int on_stanza(void *ud, xml_node *n) {
     xml_arena_reset(srv->arena);
     if (s->state == ST_CLOSED) return 1;
     if (log_level >= LOG_DEBUG) log_stanza_in(s, n);
+    if (!strcmp(n->ns, XML_NS_STREAM) && !strcmp(n->name, "error")) {
+        /* the peer is ending the stream: close ours, never answer an error with an error (RFC 6120 §4.9) */
+        const xml_node *cond = xml_child(n, NULL, NS_STREAMS);
+        log_info("%s sent stream error %s", session_name(s), cond ? cond->name : "(none)");
+        session_close_stream(s);
+        return 1;
+    }
     if (!strcmp(n->ns, NS_TLS) && !strcmp(n->name, "starttls"))
         return handle_starttls(s);
     if (!strcmp(n->ns, NS_SASL))
         return handle_sasl(s, n);
-    if (!s->authed) {
-        session_stream_error(s, "not-authorized", NULL);
+    if (!is_stanza(n)) {
+        session_stream_error(s, "unsupported-stanza-type", NULL);   /* RFC 6120 §4.9.3.24, any namespace */
         return 1;
     }
-    if (!is_stanza(n)) {
-        session_stream_error(s, strcmp(n->ns, XML_NS_CLIENT) ? "invalid-namespace" : "unsupported-stanza-type",
-                             NULL);
+    if (!s->authed) {
+        session_stream_error(s, "not-authorized", NULL);
         return 1;
     }
     if (s->state != ST_ACTIVE) {
@@ -1468,16 +1489,26 @@ static const char *parser_error_condition(int status) {
     switch (status) {
     case XML_ERR_RESTRICTED: return "restricted-xml";
     case XML_ERR_LIMIT: return "policy-violation";
-    case XML_ERR_BAD_NAMESPACE: return "invalid-namespace";
+    /* an unbound prefix breaks XML-NAMES: not-well-formed (RFC 6120 §4.9.3.13), as expat-based servers say */
+    case XML_ERR_BAD_NAMESPACE: return "not-well-formed";
+    case XML_ERR_ENCODING: return "unsupported-encoding";
     case XML_ERR_NOMEM: return "internal-server-error";
     case XML_ERR_NESTED_STREAM: return "unsupported-stanza-type";
     default: return "not-well-formed";
     }
 }
 
+/* The admin socket's connections (net_conn_is_local) have their own handlers, in the admin block below. */
+typedef struct admin_link admin_link;
+static void *admin_link_open(server *srv, net_conn *c);
+static void admin_link_data(admin_link *l, const char *data, size_t len);
+static void admin_link_timer(admin_link *l);
+static void admin_link_close(admin_link *l, const char *reason);
+
 static void *on_open(void *ud, net_conn *c, int tag) {
     server *srv = ud;
     if (srv->stopping) return NULL;
+    if (tag == TAG_ADMIN) return admin_link_open(srv, c);
     session *s = calloc(1, sizeof *s);
     if (!s) return NULL;
     xml_limits lim;
@@ -1494,6 +1525,7 @@ static void *on_open(void *ud, net_conn *c, int tag) {
     s->srv = srv;
     s->conn = c;
     s->id = ++srv->last_id;
+    s->since = net_now(srv->loop);
     s->tls = tag == TAG_DIRECT_TLS;
     s->next = srv->sessions;
     if (srv->sessions) srv->sessions->prev = s;
@@ -1504,6 +1536,10 @@ static void *on_open(void *ud, net_conn *c, int tag) {
 }
 
 static void on_data(void *ud, net_conn *c, const char *data, size_t len) {
+    if (net_conn_is_local(c)) {
+        admin_link_data(ud, data, len);
+        return;
+    }
     session *s = ud;
     while (len > 0 && s->state != ST_CLOSED && !s->dead) {
         size_t used = 0;
@@ -1577,6 +1613,10 @@ static void session_free(session *s) {
 }
 
 static void on_close(void *ud, net_conn *c, const char *reason) {
+    if (net_conn_is_local(c)) {
+        admin_link_close(ud, reason);
+        return;
+    }
     session *s = ud;
     log_info("%s %s: %s", session_name(s), s->full_jid ? "logged out" : "disconnected", reason);
     xml_arena_reset(s->srv->arena);
@@ -1586,6 +1626,10 @@ static void on_close(void *ud, net_conn *c, const char *reason) {
 
 /* May run in the middle of a broadcast, so it only writes the error: on_close does the rest. */
 static void on_overflow(void *ud, net_conn *c) {
+    if (net_conn_is_local(c)) {
+        log_warn("admin socket: a client stopped reading; closing it");
+        return;
+    }
     session *s = ud;
     log_warn("%s stopped reading: output bound passed", session_name(s));
     if (!s->dead && s->state != ST_CLOSED)
@@ -1594,6 +1638,10 @@ static void on_overflow(void *ud, net_conn *c) {
 }
 
 static void on_timer(void *ud, net_conn *c, time_t now) {
+    if (net_conn_is_local(c)) {
+        admin_link_timer(ud);
+        return;
+    }
     session *s = ud;
     server *srv = s->srv;
     if (s->state == ST_CLOSED || s->dead) return;
@@ -1707,6 +1755,325 @@ static int muc_is_admin(void *ud, const char *bare) {
     return 0;
 }
 
+/* ---- admin socket: the admin_host callbacks ----
+ * admin.c parses the lines and formats the answers; here are the facts it reports and the actions it asks
+ * for. Only root and the server's own user are served (SO_PEERCRED at connect), whatever the file mode. */
+
+#define ADMIN_MAX_LINKS 16      /* admin connections at once */
+#define ADMIN_LINE_TIMEOUT 10   /* seconds of silence allowed in the middle of a line */
+#define ADMIN_IDLE_TIMEOUT 600  /* seconds an admin connection may wait between commands */
+
+struct admin_link {
+    server *srv;
+    net_conn *conn;
+    admin_conn *a;
+    admin_link *prev, *next;
+};
+
+static unsigned long long resident_bytes(void) {
+    unsigned long long pages = 0, resident = 0;
+    long page = sysconf(_SC_PAGESIZE);
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (!f) return 0;
+    int n = fscanf(f, "%llu %llu", &pages, &resident);
+    fclose(f);
+    return n == 2 && page > 0 ? resident * (unsigned long long)page : 0;
+}
+
+static void admin_status_cb(void *ud, admin_status *st) {
+    server *srv = ud;
+    st->version = COUPLET_VERSION;
+    st->started = srv->started;
+    st->now = time(NULL);
+    for (session *s = srv->sessions; s; s = s->next) {
+        if (s->dead) continue;
+        st->connections++;
+        if (!s->full_jid) st->negotiating++;
+        else st->sessions++;
+        if (net_conn_is_tls(s->conn)) st->encrypted++;
+    }
+    st->accounts = srv->naccounts;
+    st->admin_connections = srv->nadmins;
+    st->rooms = muc_room_count(srv->muc);
+    st->rss_bytes = resident_bytes();
+}
+
+static void admin_sessions_cb(void *ud, int (*each)(void *ctx, const admin_session *s), void *ctx) {
+    server *srv = ud;
+    for (session *s = srv->sessions; s; s = s->next) {
+        if (s->dead || !s->full_jid) continue;
+        admin_session v = {s->full_jid, net_conn_peer(s->conn), net_conn_tls_version(s->conn), s->since};
+        if (each(ctx, &v)) return;
+    }
+}
+
+/* A full JID ends that session; a bare JID ends every stream its account authenticated, bound or not yet,
+ * so that nothing logged in with an old password survives a "passwd --logout". */
+static long admin_kick_cb(void *ud, const char *text, const char *reason, char *err, size_t errlen) {
+    server *srv = ud;
+    jid *j = malloc(sizeof *j);
+    long n = 0;
+    if (!j) return snprintf(err, errlen, "out of memory"), -1;
+    if (jid_parse(text, j) < 0 || !j->local[0] || strcmp(j->domain, srv->cfg->domain)) {
+        snprintf(err, errlen, "'%.300s' is not a JID of this server's domain %s", text, srv->cfg->domain);
+        free(j);
+        return -1;
+    }
+    for (session *s = srv->sessions, *next; s; s = next) {
+        next = s->next;     /* ending a session never frees it: on_close does, from the loop */
+        if (s->dead || s->state == ST_CLOSED || !s->user || strcmp(s->user, j->local)) continue;
+        if (j->resource[0] && (!s->full_jid || strcmp(session_resource(s), j->resource))) continue;
+        log_info("%s kicked through the admin socket", session_name(s));
+        session_stream_error(s, "policy-violation", reason);
+        n++;
+    }
+    xml_arena_reset(srv->arena);    /* the unavailable presences built for the ended sessions */
+    if (j->resource[0] && n == 0) {
+        snprintf(err, errlen, "no session %.300s", text);
+        n = -1;
+    }
+    free(j);
+    return n;
+}
+
+typedef struct admin_walk {
+    int (*each_room)(void *ctx, const admin_room *r);
+    int (*each_occupant)(void *ctx, const admin_occupant *o);
+    void *ctx;
+} admin_walk;
+
+static void admin_room_copy(const muc_room_view *v, admin_room *r) {
+    *r = (admin_room){v->jid, v->name, v->description, v->subject, v->occupants, v->max_users, v->history,
+                      v->persistent, v->public_room, v->password, v->members_only, v->moderated, v->jids_public};
+}
+
+static int admin_room_one(void *ud, const muc_room_view *v) {
+    admin_walk *w = ud;
+    admin_room r;
+    admin_room_copy(v, &r);
+    return w->each_room(w->ctx, &r);
+}
+
+static int admin_occupant_one(void *ud, const muc_occupant_view *v) {
+    admin_walk *w = ud;
+    admin_occupant o = {v->nick, v->bare_jid, v->role, v->affiliation, v->sessions};
+    return w->each_occupant(w->ctx, &o);
+}
+
+static void admin_rooms_cb(void *ud, int (*each)(void *ctx, const admin_room *r), void *ctx) {
+    server *srv = ud;
+    admin_walk w = {.each_room = each, .ctx = ctx};
+    muc_rooms_foreach(srv->muc, admin_room_one, &w);
+}
+
+static int admin_room_info_cb(void *ud, const char *name, admin_room *out) {
+    server *srv = ud;
+    muc_room_view v;
+    if (muc_room_view_get(srv->muc, name, &v) < 0) return -1;
+    admin_room_copy(&v, out);
+    return 0;
+}
+
+static void admin_room_occupants_cb(void *ud, const char *name, int (*each)(void *ctx, const admin_occupant *o),
+                                    void *ctx) {
+    server *srv = ud;
+    admin_walk w = {.each_occupant = each, .ctx = ctx};
+    muc_room_occupants_foreach(srv->muc, name, admin_occupant_one, &w);
+}
+
+static int admin_destroy_cb(void *ud, const char *name, const char *reason, char *err, size_t errlen) {
+    server *srv = ud;
+    if (muc_room_destroy_by_name(srv->muc, name, reason) < 0) {
+        snprintf(err, errlen, "no room %.300s", name);
+        return -1;
+    }
+    log_info("room %s destroyed through the admin socket", name);
+    return 0;
+}
+
+/* Exactly what SIGHUP does; the file is read once more first only to tell the client what was wrong. */
+static int admin_reload_cb(void *ud, char *msg, size_t msglen) {
+    server *srv = ud;
+    config probe;
+    char err[512];
+    int rc = 0;
+    if (!srv->config_path) {
+        snprintf(msg, msglen, "running on the embedded defaults: no configuration file to read again");
+    } else {
+        config_defaults(&probe);
+        if (config_load(&probe, srv->config_path, err, sizeof err) < 0) {
+            snprintf(msg, msglen, "%s; the running configuration stays", err);
+            rc = -1;
+        } else {
+            snprintf(msg, msglen, "configuration read again from %s (details in the log)", srv->config_path);
+        }
+    }
+    on_signal(srv, SIGHUP);
+    return rc;
+}
+
+static void admin_stop_cb(void *ud) {
+    server *srv = ud;
+    log_info("stop requested through the admin socket");
+    on_signal(srv, SIGTERM);
+}
+
+static admin_host admin_host_of(server *srv) {
+    admin_host h = {.ud = srv, .status = admin_status_cb, .sessions = admin_sessions_cb, .kick = admin_kick_cb,
+                    .rooms = admin_rooms_cb, .room_info = admin_room_info_cb,
+                    .room_occupants = admin_room_occupants_cb, .destroy = admin_destroy_cb,
+                    .reload = admin_reload_cb, .stop = admin_stop_cb};
+    return h;
+}
+
+/* what admin.c produced goes out; ADMIN_CLOSE closes after it */
+static void admin_link_flush(admin_link *l, int close) {
+    size_t len;
+    const char *out = admin_conn_output(l->a, &len);
+    if (len && net_conn_write(l->conn, out, len) < 0) close = ADMIN_CLOSE;
+    if (close == ADMIN_CLOSE) net_conn_close(l->conn);
+    else net_conn_set_timer(l->conn, admin_conn_partial(l->a) ? ADMIN_LINE_TIMEOUT : ADMIN_IDLE_TIMEOUT);
+}
+
+static void *admin_link_open(server *srv, net_conn *c) {
+    uid_t uid = (uid_t)-1;
+    int known = net_conn_peer_cred(c, &uid) == 0;
+    if (srv->nadmins >= ADMIN_MAX_LINKS) {
+        log_warn("admin socket: %u connections already, refusing another", srv->nadmins);
+        return NULL;
+    }
+    admin_link *l = calloc(1, sizeof *l);
+    admin_host h = admin_host_of(srv);
+    if (!l || !(l->a = admin_conn_new(&h))) {
+        free(l);
+        return NULL;
+    }
+    l->srv = srv;
+    l->conn = c;
+    l->next = srv->admins;
+    if (srv->admins) srv->admins->prev = l;
+    srv->admins = l;
+    srv->nadmins++;
+    if (!known || (uid != 0 && uid != geteuid())) {
+        if (known) log_warn("admin socket: uid %u refused (only root and uid %u)", (unsigned)uid, (unsigned)geteuid());
+        else log_warn("admin socket: a client without credentials refused");
+        admin_conn_refuse(l->a, "permission denied: only root and the server's user may use this socket");
+        admin_link_flush(l, ADMIN_CLOSE);
+        return l;
+    }
+    log_debug("admin socket: connection from uid %u", (unsigned)uid);
+    net_conn_set_timer(c, ADMIN_IDLE_TIMEOUT);
+    return l;
+}
+
+static void admin_link_data(admin_link *l, const char *data, size_t len) {
+    admin_link_flush(l, admin_conn_feed(l->a, data, len));
+}
+
+static void admin_link_timer(admin_link *l) {
+    admin_conn_refuse(l->a, admin_conn_partial(l->a) ? "the line was not finished in time" : "idle for too long");
+    admin_link_flush(l, ADMIN_CLOSE);
+}
+
+static void admin_link_free(admin_link *l) {
+    server *srv = l->srv;
+    if (l->prev) l->prev->next = l->next;
+    else srv->admins = l->next;
+    if (l->next) l->next->prev = l->prev;
+    srv->nadmins--;
+    admin_conn_free(l->a);
+    free(l);
+}
+
+static void admin_link_close(admin_link *l, const char *reason) {
+    log_debug("admin socket: connection closed: %s", reason);
+    admin_link_free(l);
+}
+
+static int admin_socket_start(server *srv, char *err, size_t errlen) {
+    char path[CONFIG_SOCKET_PATH_MAX];
+    struct stat st;
+    if (config_admin_socket_path(srv->cfg, path, sizeof path) < 0) {
+        snprintf(err, errlen, "the admin socket path is too long");
+        return -1;
+    }
+    if (!path[0]) return 0;
+    if (net_listen_unix(srv->loop, path, TAG_ADMIN) < 0) {
+        snprintf(err, errlen, "cannot make the admin socket %s (see the log above; admin_socket = \"\" turns it off)",
+                 path);
+        return -1;
+    }
+    /* remembered by inode: at the end only this very file is removed, never a newer server's */
+    if (lstat(path, &st) == 0) {
+        srv->admin_dev = st.st_dev;
+        srv->admin_ino = st.st_ino;
+        if (!(srv->admin_path = strdup(path))) {
+            unlink(path);
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void admin_socket_remove(server *srv) {
+    struct stat st;
+    if (srv->admin_path && lstat(srv->admin_path, &st) == 0 && st.st_dev == srv->admin_dev &&
+        st.st_ino == srv->admin_ino && unlink(srv->admin_path) < 0)
+        log_warn("cannot remove the admin socket %s: %s", srv->admin_path, strerror(errno));
+    while (srv->admins) admin_link_free(srv->admins);
+    free(srv->admin_path);
+    srv->admin_path = NULL;
+}
+
+/* user = NAME, started as root: once every socket is bound, become that user with its groups for good. */
+static int privileges_drop(server *srv, char *err, size_t errlen) {
+    const char *name = srv->cfg->user;
+    if (!name[0]) return 0;
+    struct passwd *pw = getpwnam(name);
+    if (!pw) {
+        snprintf(err, errlen, "user = %s: no such user", name);
+        return -1;
+    }
+    uid_t uid = pw->pw_uid;
+    gid_t gid = pw->pw_gid;
+    if (geteuid() != 0) {
+        if (uid != geteuid())
+            log_warn("user = %s: not started as root, so running on as uid %u", name, (unsigned)geteuid());
+        return 0;
+    }
+    if (uid == 0) {
+        log_warn("user = %s is root: there are no privileges to drop", name);
+        return 0;
+    }
+    if (gid == 0) {
+        snprintf(err, errlen, "user = %s has the root group (gid 0): give it a group of its own", name);
+        return -1;
+    }
+    /* the server's user may use `couplet ctl` too */
+    if (srv->admin_path && chown(srv->admin_path, uid, gid) < 0) {
+        snprintf(err, errlen, "cannot give the admin socket to %s: %s", name, strerror(errno));
+        return -1;
+    }
+    if (initgroups(name, gid) < 0 || setgid(gid) < 0 || setuid(uid) < 0) {
+        snprintf(err, errlen, "cannot become user %s: %s", name, strerror(errno));
+        return -1;
+    }
+    if (setuid(0) == 0 || setgid(0) == 0 || geteuid() == 0 || getegid() == 0) {
+        snprintf(err, errlen, "user = %s: root could be regained after the switch; refusing to run", name);
+        return -1;
+    }
+    if (access(srv->cfg->data_dir, W_OK | X_OK) < 0) {
+        snprintf(err, errlen, "data_dir %s is not writable by user %s: %s", srv->cfg->data_dir, name,
+                 strerror(errno));
+        return -1;
+    }
+    log_info("running as user %s (uid %u, gid %u)", name, (unsigned)uid, (unsigned)gid);
+    return 0;
+}
+
+/* ---- end of the admin socket block ---- */
+
 /* ---------------------------------------------------------------------------------------------------- */
 
 server *server_new(const config *conf, const char *config_path, char *err, size_t errlen) {
@@ -1779,6 +2146,10 @@ server *server_new(const config *conf, const char *config_path, char *err, size_
         server_free(srv);
         return NULL;
     }
+    if (admin_socket_start(srv, err, errlen) < 0 || privileges_drop(srv, err, errlen) < 0) {
+        server_free(srv);
+        return NULL;
+    }
     return srv;
 }
 
@@ -1793,6 +2164,7 @@ int server_run(server *srv) {
 void server_free(server *srv) {
     if (!srv) return;
     if (srv->loop) net_loop_free(srv->loop);
+    admin_socket_remove(srv);
     if (srv->accounts_watch >= 0) close(srv->accounts_watch);
     while (srv->sessions) {
         session *s = srv->sessions;

@@ -552,6 +552,7 @@ const char *xml_status_str(int status) {
     case XML_ERR_NOMEM: return "out of memory";
     case XML_ERR_CLOSED: return "data after stream close";
     case XML_ERR_NESTED_STREAM: return "stream header inside the stream";
+    case XML_ERR_ENCODING: return "not UTF-8";
     }
     return "unknown status";
 }
@@ -907,7 +908,9 @@ static int check_decl(const char *s) {
         while (*s && *s != q) s++;
         if (!*s) return XML_ERR_NOT_WELL_FORMED;
         size_t vlen = (size_t)(s++ - v);
-        if ((k == 0 && !version_ok(v, vlen)) || (k == 1 && !ascii_ieq(v, vlen, "UTF-8")) ||
+        if (k == 1 && !ascii_ieq(v, vlen, "UTF-8"))
+            return XML_ERR_ENCODING;
+        if ((k == 0 && !version_ok(v, vlen)) ||
             (k == 2 && !(vlen == 3 && memcmp(v, "yes", 3) == 0) && !(vlen == 2 && memcmp(v, "no", 2) == 0)))
             return XML_ERR_NOT_WELL_FORMED;
         next = k + 1;
@@ -1322,10 +1325,11 @@ static int step(xml_parser *p, int c) {
 }
 
 /* Strict UTF-8 (no overlongs, surrogates, or beyond U+10FFFF) and XML 1.0's Char production. The
- * decoder state lives in the parser so a character may be split across feeds. */
+ * decoder state lives in the parser so a character may be split across feeds. Bytes that are not UTF-8
+ * are an encoding error (RFC 6120 §4.9.3.22); UTF-8 for a character XML forbids is not well-formed. */
 static int utf8_check(xml_parser *p, int c) {
     if (p->u8_need) {
-        if (c < p->u8_lo || c > p->u8_hi) return XML_ERR_NOT_WELL_FORMED;
+        if (c < p->u8_lo || c > p->u8_hi) return XML_ERR_ENCODING;
         p->u8_lo = 0x80;
         p->u8_hi = 0xBF;
         p->u8_cp = p->u8_cp << 6 | (uint32_t)(c & 0x3F);
@@ -1335,7 +1339,7 @@ static int utf8_check(xml_parser *p, int c) {
     if (c < 0x80) return c >= 0x20 || c == '\t' || c == '\n' || c == '\r' ? XML_OK : XML_ERR_NOT_WELL_FORMED;
     p->u8_lo = 0x80;
     p->u8_hi = 0xBF;
-    if (c < 0xC2) return XML_ERR_NOT_WELL_FORMED;
+    if (c < 0xC2) return XML_ERR_ENCODING;
     if (c < 0xE0) {
         p->u8_need = 1;
         p->u8_cp = (uint32_t)(c & 0x1F);
@@ -1350,7 +1354,7 @@ static int utf8_check(xml_parser *p, int c) {
         if (c == 0xF0) p->u8_lo = 0x90;        /* overlong */
         if (c == 0xF4) p->u8_hi = 0x8F;        /* beyond U+10FFFF */
     } else {
-        return XML_ERR_NOT_WELL_FORMED;
+        return XML_ERR_ENCODING;
     }
     return XML_OK;
 }

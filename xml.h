@@ -101,6 +101,7 @@ enum xml_status {
     XML_ERR_NOMEM,              /* -> internal-server-error */
     XML_ERR_CLOSED,             /* data after the root element closed */
     XML_ERR_NESTED_STREAM,      /* -> unsupported-stanza-type: a stream header where a stanza belongs */
+    XML_ERR_ENCODING,           /* -> unsupported-encoding: bytes that are not UTF-8, or another encoding declared */
 };
 
 typedef struct xml_events {

@@ -1585,6 +1585,147 @@ static void test_tls_read_rate(void)
     net_loop_free(l);
 }
 
+/* ---- TLS profile (TLS 1.2+, AEAD with ECDHE only), ALPN and SNI ---- */
+
+/* One client handshake: what the client offers and what it must end up with. want is "ok VERSION CIPHER
+ * alpn=PROTO|- cn=CN" after an echo round trip, or "fail REASON" with OpenSSL's reason for the client's
+ * failure: "... alert ..." reasons prove the server refused what the client really sent. */
+struct tls_probe {
+    int min, max;               /* client protocol versions (0 = OpenSSL's default) */
+    const char *ciphers;        /* TLS 1.2 and older cipher list, NULL = default */
+    const char *alpn;           /* ALPN wire format (length-prefixed names), NULL = no extension */
+    unsigned alpn_len;
+    const char *sni;            /* server_name, NULL = none */
+    const char *want;
+};
+
+/* weak clients need security level 0 to offer what they offer at all */
+static const struct tls_probe tls_probes[] = {
+    /* CBC, SHA-1 and SHA-256 MACs, over TLS 1.2: no shared cipher */
+    { TLS1_2_VERSION, TLS1_2_VERSION, "ECDHE-ECDSA-AES128-SHA:@SECLEVEL=0", NULL, 0, NULL,
+      "fail sslv3 alert handshake failure" },
+    { TLS1_2_VERSION, TLS1_2_VERSION, "ECDHE-ECDSA-AES256-SHA384:ECDHE-ECDSA-AES128-SHA256:@SECLEVEL=0",
+      NULL, 0, NULL, "fail sslv3 alert handshake failure" },
+    /* TLS 1.1 and 1.0, with every cipher the client has */
+    { TLS1_1_VERSION, TLS1_1_VERSION, "ALL:@SECLEVEL=0", NULL, 0, NULL, "fail tlsv1 alert protocol version" },
+    { TLS1_VERSION, TLS1_VERSION, "ALL:@SECLEVEL=0", NULL, 0, NULL, "fail tlsv1 alert protocol version" },
+    /* TLS 1.2 AEAD suites with ECDHE */
+    { TLS1_2_VERSION, TLS1_2_VERSION, "ECDHE-ECDSA-AES128-GCM-SHA256", NULL, 0, NULL,
+      "ok TLSv1.2 ECDHE-ECDSA-AES128-GCM-SHA256 alpn=- cn=example.test" },
+    { TLS1_2_VERSION, TLS1_2_VERSION, "ECDHE-ECDSA-CHACHA20-POLY1305", NULL, 0, NULL,
+      "ok TLSv1.2 ECDHE-ECDSA-CHACHA20-POLY1305 alpn=- cn=example.test" },
+    { TLS1_2_VERSION, TLS1_2_VERSION, "ECDHE-ECDSA-AES256-GCM-SHA384", NULL, 0, NULL,
+      "ok TLSv1.2 ECDHE-ECDSA-AES256-GCM-SHA384 alpn=- cn=example.test" },
+    /* a TLS 1.2 client offering everything, CBC first: the server's order picks ChaCha20 */
+    { TLS1_2_VERSION, TLS1_2_VERSION, "ECDHE-ECDSA-AES128-SHA:ALL:@SECLEVEL=0", NULL, 0, NULL,
+      "ok TLSv1.2 ECDHE-ECDSA-CHACHA20-POLY1305 alpn=- cn=example.test" },
+    /* ALPN (XEP-0368): xmpp-client is chosen wherever it stands; no ALPN or only others: none, accepted */
+    { 0, 0, NULL, "\x0bxmpp-client", 12, "localhost",
+      "ok TLSv1.3 TLS_CHACHA20_POLY1305_SHA256 alpn=xmpp-client cn=example.test" },
+    { 0, 0, NULL, "\x02h2\x08http/1.1\x0bxmpp-client", 24, NULL,
+      "ok TLSv1.3 TLS_CHACHA20_POLY1305_SHA256 alpn=xmpp-client cn=example.test" },
+    { TLS1_2_VERSION, TLS1_2_VERSION, NULL, "\x0bxmpp-client", 12, NULL,
+      "ok TLSv1.2 ECDHE-ECDSA-CHACHA20-POLY1305 alpn=xmpp-client cn=example.test" },
+    { 0, 0, NULL, NULL, 0, NULL, "ok TLSv1.3 TLS_CHACHA20_POLY1305_SHA256 alpn=- cn=example.test" },
+    { 0, 0, NULL, "\x02h2", 3, NULL, "ok TLSv1.3 TLS_CHACHA20_POLY1305_SHA256 alpn=- cn=example.test" },
+    { 0, 0, NULL, "\x02h2\x08http/1.1\x0axmpp-clien", 23, NULL,
+      "ok TLSv1.3 TLS_CHACHA20_POLY1305_SHA256 alpn=- cn=example.test" },
+    /* SNI: our name, another name; no name was tried above */
+    { 0, 0, NULL, NULL, 0, "localhost", "ok TLSv1.3 TLS_CHACHA20_POLY1305_SHA256 alpn=- cn=example.test" },
+    { 0, 0, NULL, NULL, 0, "other.example", "ok TLSv1.3 TLS_CHACHA20_POLY1305_SHA256 alpn=- cn=example.test" },
+    { TLS1_2_VERSION, TLS1_2_VERSION, NULL, NULL, 0, "other.example",
+      "ok TLSv1.2 ECDHE-ECDSA-CHACHA20-POLY1305 alpn=- cn=example.test" },
+};
+#define TLS_NPROBES ((int)(sizeof tls_probes / sizeof tls_probes[0]))
+#define TLS_PROBE_LINE 160
+
+static int probe_pipe[2];
+
+/* the outcome of one probe against port, written into out (TLS_PROBE_LINE bytes) */
+static void tls_probe_do(int port, const struct tls_probe *p, char *out)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    SSL *s = ctx ? SSL_new(ctx) : NULL;
+    int fd = connect_to(AF_INET, port, 0);
+    snprintf(out, TLS_PROBE_LINE, "client setup failed");
+    if (!s || fd < 0 || (p->min && !SSL_set_min_proto_version(s, p->min)) ||
+        (p->max && !SSL_set_max_proto_version(s, p->max)) ||
+        (p->ciphers && !SSL_set_cipher_list(s, p->ciphers)) ||
+        (p->alpn && SSL_set_alpn_protos(s, (const unsigned char *)p->alpn, p->alpn_len) != 0) ||
+        (p->sni && !SSL_set_tlsext_host_name(s, p->sni)) || !SSL_set_fd(s, fd))
+        goto out;
+    ERR_clear_error();
+    if (SSL_connect(s) != 1) {
+        const char *why = ERR_reason_error_string(ERR_peek_last_error());
+        snprintf(out, TLS_PROBE_LINE, "fail %s", why ? why : "(no reason)");
+        goto out;
+    }
+    const unsigned char *proto = NULL;
+    unsigned plen = 0;
+    char cn[64] = "", buf[4];
+    SSL_get0_alpn_selected(s, &proto, &plen);
+    X509 *x = SSL_get1_peer_certificate(s);
+    if (x)
+        X509_NAME_get_text_by_NID(X509_get_subject_name(x), NID_commonName, cn, sizeof cn);
+    X509_free(x);
+    if (SSL_write(s, "ping", 4) != 4 || ssl_read_exact(s, buf, 4) || memcmp(buf, "ping", 4)) {
+        snprintf(out, TLS_PROBE_LINE, "no echo after the handshake");
+        goto out;
+    }
+    snprintf(out, TLS_PROBE_LINE, "ok %s %s alpn=%.*s cn=%s", SSL_get_version(s), SSL_get_cipher_name(s),
+             plen ? (int)plen : 1, plen ? (const char *)proto : "-", cn);
+    SSL_shutdown(s);
+out:
+    SSL_free(s);
+    SSL_CTX_free(ctx);
+    if (fd >= 0)
+        close(fd);
+}
+
+static int child_tls_probes(int port, int arg)
+{
+    char line[TLS_PROBE_LINE];
+    close(probe_pipe[0]);
+    for (int i = 0; i < TLS_NPROBES; i++) {
+        memset(line, 0, sizeof line);
+        tls_probe_do(port, &tls_probes[i], line);
+        if (write(probe_pipe[1], line, sizeof line) != (ssize_t)sizeof line)
+            return 2;
+    }
+    return 0;
+}
+
+/* every probe against a fresh context, then (reload = 1) against one installed by net_tls_reload */
+static void test_tls_profile(int reload)
+{
+    reset();
+    T.want_closes = TLS_NPROBES;
+    net_handlers h = { .on_open = h_open, .on_data = h_echo, .on_close = h_close };
+    net_loop *l = loop_new(&h, 0, 0);
+    CHECK_INT(0, net_tls_setup(l, "", "", tls_dir, tls_names));
+    if (reload)
+        CHECK_INT(0, net_tls_reload(l, "", "", tls_dir, tls_names));
+    int port = free_port(AF_INET);
+    CHECK_INT(0, net_listen(l, "127.0.0.1", port, 1, 0, 0));
+    CHECK_INT(0, pipe(probe_pipe));
+    pid_t pid = spawn(child_tls_probes, port, 0);
+    close(probe_pipe[1]);
+    CHECK_INT(0, net_loop_run(l));
+    CHECK_INT(0, child_status(pid));
+    CHECK_INT(TLS_NPROBES, T.opens);
+    CHECK_INT(TLS_NPROBES, T.closes);
+    for (int i = 0; i < TLS_NPROBES; i++) {
+        char line[TLS_PROBE_LINE] = "(no answer from the client)";
+        if (read(probe_pipe[0], line, sizeof line) != (ssize_t)sizeof line)
+            snprintf(line, sizeof line, "(no answer from the client)");
+        line[sizeof line - 1] = '\0';
+        CHECK(strcmp(tls_probes[i].want, line) == 0, "%sprobe %d:\n  expected: %s\n  got:      %s",
+              reload ? "after reload, " : "", i, tls_probes[i].want, line);
+    }
+    close(probe_pipe[0]);
+    net_loop_free(l);
+}
+
 static void tls_cleanup(void)
 {
     char p[128];
@@ -1625,6 +1766,8 @@ int main(void)
     test_tls_garbage();
     test_tls_reload();
     test_tls_read_rate();
+    test_tls_profile(0);
+    test_tls_profile(1);
     tls_cleanup();
     return check_summary("net_epoll");
 }

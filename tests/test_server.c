@@ -39,8 +39,8 @@ static void test_bad_streams(client *healthy) {
     expect_stream_error("processing instruction", "<?evil data?>", "<restricted-xml", 1);
     expect_stream_error("mismatched tags", "<message><body></message>", "<not-well-formed", 1);
     expect_stream_error("undefined entity", "<message><body>&lol;</body></message>", "<not-well-formed", 1);
-    expect_stream_error("overlong UTF-8", "<message><body>\xc0\xaf</body></message>", "<not-well-formed", 1);
-    expect_stream_error("unbound prefix", "<foo:bar/>", "<invalid-namespace", 1);
+    expect_stream_error("overlong UTF-8", "<message><body>\xc0\xaf</body></message>", "<unsupported-encoding", 1);
+    expect_stream_error("unbound prefix", "<foo:bar/>", "<not-well-formed", 1);
     expect_stream_error("stanza before auth", "<message to='juliet@localhost'><body>hi</body></message>",
                         "<not-authorized xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>", 1);
     /* one attribute bigger than the stanza limit */
@@ -420,6 +420,25 @@ static void test_stream_headers(void) {
     expect_stream_error("XML 1.1", "<?xml version='1.1'?><stream:stream to='localhost' version='1.0' "
                         "xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>",
                         "<not-well-formed", 0);
+    expect_stream_error("another encoding declared", "<?xml version='1.0' encoding='ISO-8859-1'?>"
+                        "<stream:stream to='localhost' version='1.0' xmlns='jabber:client' "
+                        "xmlns:stream='http://etherx.jabber.org/streams'>", "<unsupported-encoding", 0);
+    expect_stream_error("the streams namespace, another element", "<stream:flow to='localhost' version='1.0' "
+                        "xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>", "<bad-format", 0);
+    expect_stream_error("a top-level element of another namespace", "<enable xmlns='urn:xmpp:sm:3'/>",
+                        "<unsupported-stanza-type", 1);
+    expect_stream_error("stream features from the client", "<stream:features/>", "<unsupported-stanza-type", 1);
+
+    /* a peer's stream error ends the stream: answered by our closing tag, never by another error */
+    client c;
+    CHECK(client_open(&c) == 0, "stream opens: %s", c.buf);
+    client_clear(&c);
+    send_str(c.fd, "<stream:error><undefined-condition xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>"
+                   "</stream:error>");
+    CHECK(wait_closed(c.fd, c.buf, sizeof c.buf, &c.len, 3000) && strstr(c.buf, "</stream:stream>") &&
+          !strstr(c.buf, "<stream:error"), "a client's stream error gets </stream:stream> and nothing else: %s",
+          c.buf);
+    client_close(&c);
 }
 
 /* the opening tag of the first stanza in buf that carries id='ID', or "" */
@@ -478,6 +497,10 @@ static void test_account_answers(void) {
     send_str(c.fd, "<presence to='juliet@localhost' type='subscribe' id='sub'/>");
     CHECK(client_expect(&c, "</presence>") && strstr(c.buf, "<feature-not-implemented") &&
           strstr(c.buf, "no rosters"), "subscribe with roster = empty -> feature-not-implemented and a text: %s",
+          c.buf);
+    client_clear(&c);
+    send_str(c.fd, "<iq type='get' id='jr' to='juliet@localhost'><query xmlns='jabber:iq:roster'/></iq>");
+    CHECK(client_expect(&c, "</iq>") && strstr(c.buf, "<forbidden"), "another account's roster -> forbidden: %s",
           c.buf);
     client_clear(&c);
     send_str(c.fd, "<iq type='set' id='rs'><query xmlns='jabber:iq:roster'><item jid='juliet@localhost'/>"

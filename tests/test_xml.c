@@ -765,7 +765,7 @@ static void test_refusals(void) {
     REFUSE(STREAM_HDR "<message><body>&lol9;</body></message>", NWF);
 
     /* XML declaration */
-    REFUSE("<?xml version='1.0' encoding='ISO-8859-1'?>" STREAM_HDR, NWF);
+    REFUSE("<?xml version='1.0' encoding='ISO-8859-1'?>" STREAM_HDR, XML_ERR_ENCODING);
     REFUSE("<?xml encoding='UTF-8'?>" STREAM_HDR, NWF);
     REFUSE("<?xml?>" STREAM_HDR, NWF);
     REFUSE("<?xml version='2.0'?>" STREAM_HDR, NWF);
@@ -853,28 +853,28 @@ static void test_refusals(void) {
     REFUSE(STREAM_HDR "<m>\x1f</m>", NWF);
     REFUSE(STREAM_HDR "<m a='\x1b'/>", NWF);
     REFUSE(STREAM_HDR " \x07 ", NWF);
-    REFUSE(STREAM_HDR "<m>\xc0\xaf</m>", NWF);             /* overlong '/' */
-    REFUSE(STREAM_HDR "<m>\xc1\xbf</m>", NWF);
-    REFUSE(STREAM_HDR "<m>\xe0\x80\xaf</m>", NWF);         /* overlong, 3 bytes */
-    REFUSE(STREAM_HDR "<m>\xe0\x9f\xbf</m>", NWF);
-    REFUSE(STREAM_HDR "<m>\xf0\x80\x80\xaf</m>", NWF);     /* overlong, 4 bytes */
-    REFUSE(STREAM_HDR "<m>\xf0\x8f\xbf\xbf</m>", NWF);
-    REFUSE(STREAM_HDR "<m>\xed\xa0\x80</m>", NWF);         /* surrogate U+D800 */
-    REFUSE(STREAM_HDR "<m>\xed\xbf\xbf</m>", NWF);         /* surrogate U+DFFF */
-    REFUSE(STREAM_HDR "<m>\xf4\x90\x80\x80</m>", NWF);     /* U+110000 */
-    REFUSE(STREAM_HDR "<m>\xf5\x80\x80\x80</m>", NWF);
-    REFUSE(STREAM_HDR "<m>\xff</m>", NWF);
-    REFUSE(STREAM_HDR "<m>\xfe</m>", NWF);
-    REFUSE(STREAM_HDR "<m>\x80</m>", NWF);                 /* lone continuation */
-    REFUSE(STREAM_HDR "<m>\xe2\x82</m>", NWF);             /* truncated */
-    REFUSE(STREAM_HDR "<m>\xf0\x9f\x98</m>", NWF);
-    REFUSE(STREAM_HDR "<m>\xc3</m>", NWF);
-    REFUSE(STREAM_HDR "<m>\xc3\xc3\xa9</m>", NWF);
+    REFUSE(STREAM_HDR "<m>\xc0\xaf</m>", XML_ERR_ENCODING);             /* overlong '/' */
+    REFUSE(STREAM_HDR "<m>\xc1\xbf</m>", XML_ERR_ENCODING);
+    REFUSE(STREAM_HDR "<m>\xe0\x80\xaf</m>", XML_ERR_ENCODING);         /* overlong, 3 bytes */
+    REFUSE(STREAM_HDR "<m>\xe0\x9f\xbf</m>", XML_ERR_ENCODING);
+    REFUSE(STREAM_HDR "<m>\xf0\x80\x80\xaf</m>", XML_ERR_ENCODING);     /* overlong, 4 bytes */
+    REFUSE(STREAM_HDR "<m>\xf0\x8f\xbf\xbf</m>", XML_ERR_ENCODING);
+    REFUSE(STREAM_HDR "<m>\xed\xa0\x80</m>", XML_ERR_ENCODING);         /* surrogate U+D800 */
+    REFUSE(STREAM_HDR "<m>\xed\xbf\xbf</m>", XML_ERR_ENCODING);         /* surrogate U+DFFF */
+    REFUSE(STREAM_HDR "<m>\xf4\x90\x80\x80</m>", XML_ERR_ENCODING);     /* U+110000 */
+    REFUSE(STREAM_HDR "<m>\xf5\x80\x80\x80</m>", XML_ERR_ENCODING);
+    REFUSE(STREAM_HDR "<m>\xff</m>", XML_ERR_ENCODING);
+    REFUSE(STREAM_HDR "<m>\xfe</m>", XML_ERR_ENCODING);
+    REFUSE(STREAM_HDR "<m>\x80</m>", XML_ERR_ENCODING);                 /* lone continuation */
+    REFUSE(STREAM_HDR "<m>\xe2\x82</m>", XML_ERR_ENCODING);             /* truncated */
+    REFUSE(STREAM_HDR "<m>\xf0\x9f\x98</m>", XML_ERR_ENCODING);
+    REFUSE(STREAM_HDR "<m>\xc3</m>", XML_ERR_ENCODING);
+    REFUSE(STREAM_HDR "<m>\xc3\xc3\xa9</m>", XML_ERR_ENCODING);
     REFUSE(STREAM_HDR "<m>\xef\xbf\xbe</m>", NWF);         /* U+FFFE */
     REFUSE(STREAM_HDR "<m>\xef\xbf\xbf</m>", NWF);         /* U+FFFF */
-    REFUSE(STREAM_HDR "<m a='\xed\xa0\x80'/>", NWF);
-    REFUSE(STREAM_HDR "<m\xc0\xaf/>", NWF);
-    REFUSE(STREAM_HDR " \xc3 ", NWF);
+    REFUSE(STREAM_HDR "<m a='\xed\xa0\x80'/>", XML_ERR_ENCODING);
+    REFUSE(STREAM_HDR "<m\xc0\xaf/>", XML_ERR_ENCODING);
+    REFUSE(STREAM_HDR " \xc3 ", XML_ERR_ENCODING);
     /* the valid neighbours of those are accepted */
     REFUSE(STREAM_HDR "<m>\xc2\x80\xdf\xbf\xe0\xa0\x80\xed\x9f\xbf\xee\x80\x80\xef\xbf\xbd"
            "\xf0\x90\x80\x80\xf4\x8f\xbf\xbf\x7f</m>", XML_OK);
@@ -1118,7 +1118,7 @@ static void test_bulk_runs(void) {
     CHECK_INT(XML_ERR_NOT_WELL_FORMED, feed_once(NULL, STREAM_HDR "<m>ab]]>c</m>", &used));
     CHECK_INT(XML_ERR_NOT_WELL_FORMED, feed_once(NULL, STREAM_HDR "<m a='bc\x01'/>", &used));
     CHECK_INT(hdr + 8, used);
-    CHECK_INT(XML_ERR_NOT_WELL_FORMED, feed_once(NULL, STREAM_HDR "<m>abc\xC3(</m>", &used));
+    CHECK_INT(XML_ERR_ENCODING, feed_once(NULL, STREAM_HDR "<m>abc\xC3(</m>", &used));
     CHECK_INT(hdr + 7, used);                               /* the byte that breaks the sequence */
 
     /* the serializer's escaping, run by run */
