@@ -28,10 +28,13 @@
 #define FORM_CONFIG    NS_MUC "#roomconfig"
 #define FORM_INFO      NS_MUC "#roominfo"
 #define FORM_REGISTER  NS_MUC "#register"
+#define CONFIG_VAR     "muc#roomconfig_"
 #define NODE_ROOMUSER  "x-roomuser-item"
 
 #define JID_MAX (3 * JID_PART_MAX + 8)
 #define FWD_SLOTS 8
+/* a status that must not be dropped: the compiler checks every caller (-Wunused-result) */
+#define MUST_USE __attribute__((warn_unused_result))
 
 enum { AFF_OUTCAST, AFF_NONE, AFF_MEMBER, AFF_ADMIN, AFF_OWNER, AFF_INVALID };
 static const char *const aff_names[] = { "outcast", "none", "member", "admin", "owner" };
@@ -39,6 +42,7 @@ enum { ROLE_NONE, ROLE_VISITOR, ROLE_PARTICIPANT, ROLE_MODERATOR, ROLE_INVALID }
 static const char *const role_names[] = { "none", "visitor", "participant", "moderator" };
 enum { PM_NONE, PM_MODERATORS, PM_PARTICIPANTS, PM_ANYONE };
 static const char *const pm_names[] = { "none", "moderators", "participants", "anyone" };
+static const char *const whois_names[] = { "moderators", "anyone" };    /* whois_anyone 0 and 1 */
 
 /* one connected resource of an occupant; several when a user joins with one nick from several clients */
 typedef struct session {
@@ -86,24 +90,122 @@ typedef struct room {
 typedef struct enc { xml_buf b; size_t split; } enc;
 
 struct muc_service {
-    muc_config cfg;
+    muc_config cfg;                 /* limits as of muc_service_new or the last muc_service_set_config */
     muc_host host;
     char *domain, *server_domain, *data_dir;
     room *rooms, **rtab;
     unsigned rnb;
     size_t nrooms;
-    xml_arena *arena;
+    xml_arena *arena;               /* trees of the current stanza, reset after it */
+    unsigned char tree_oom;         /* an arena allocation failed in a tree not yet sent: it must not go */
     enc e[3], tmp, hist;
     room *touched;                  /* room whose dead sessions or emptiness must be handled */
     struct user_rooms **utab;       /* rooms each bare JID is in, for max_rooms_per_user */
     unsigned long fwd_counter;
-    jid fj, tj;                     /* scratch: sender and recipient of the current stanza */
-    char from[JID_MAX], bare[JID_MAX];
 };
+
+/* what one stanza is and who sent it: on muc_handle_stanza's stack, passed down, gone with the stanza */
+typedef struct muc_ctx {
+    const xml_node *st;
+    jid from, to;                   /* to.local names the room, to.resource the nick */
+    char full[JID_MAX], bare[JID_MAX];  /* the sender */
+} muc_ctx;
 
 /* how many rooms one bare JID is in; entries exist only while that is at least one */
 typedef struct user_rooms { struct user_rooms *next; unsigned n; char bare[]; } user_rooms;
 #define UTAB_SIZE 4096
+
+/* ------------------------------------------------------------------ room settings: one row each */
+
+/* How a setting is stored in the room, shown in the form, parsed from it and kept in the room file. */
+enum setting_kind {
+    SK_TEXT,        /* char *, NULL when empty */
+    SK_SECRET,      /* the password: text, shown as text-private */
+    SK_PROTECTED,   /* passwordprotectedroom: no storage, derived from the secret (see config_parse) */
+    SK_BOOL,        /* unsigned char 0 or 1 */
+    SK_CHOICE,      /* unsigned char: an index into the row's names */
+    SK_ROLES,       /* unsigned char: a set of roles, bit 1 << role */
+    SK_COUNT,       /* int, 0 up to the configured bound */
+    SK_LIMIT,       /* int, 0 for none; 1 up to the configured bound when that is set */
+};
+
+typedef struct form_opt { const char *label, *value; } form_opt;
+
+typedef struct setting {
+    const char *key;            /* room file key; NULL: not in the file (see the rows) */
+    const char *var;            /* form var after CONFIG_VAR */
+    const char *type, *label;   /* form field */
+    unsigned char kind;
+    unsigned char clamp;        /* counts: a loaded value over the bound is lowered to it */
+    size_t off;                 /* offsetof(room, field) */
+    size_t bound;               /* counts: offsetof(muc_config, the bound) */
+    const char *const *names;   /* choices: value i is shown as names[i] */
+    int nnames;
+    const form_opt *opts;       /* options the form offers, ended by a NULL label */
+} setting;
+
+static const form_opt pm_opts[] = {
+    { "Anyone", "anyone" }, { "Participants", "participants" }, { "Moderators", "moderators" }, { "Nobody", "none" },
+    { NULL, NULL } };
+static const form_opt whois_opts[] = { { "Moderators", "moderators" }, { "Anyone", "anyone" }, { NULL, NULL } };
+static const form_opt role_opts[] = {
+    { "moderator", "moderator" }, { "participant", "participant" }, { "visitor", "visitor" }, { NULL, NULL } };
+
+#define RF(f) offsetof(room, f)
+#define CF(f) offsetof(muc_config, f)
+/* in the order of the configuration form */
+static const setting settings[] = {
+    { .key = "title", .var = "roomname", .type = "text-single", .label = "Title", .kind = SK_TEXT, .off = RF(title) },
+    { .key = "desc", .var = "roomdesc", .type = "text-single", .label = "Description", .kind = SK_TEXT,
+      .off = RF(desc) },
+    { .key = "lang", .var = "lang", .type = "text-single", .label = "Language", .kind = SK_TEXT, .off = RF(lang) },
+    /* no file key: only persistent rooms have a file, so loading one makes the room persistent */
+    { .key = NULL, .var = "persistentroom", .type = "boolean", .label = "Persistent", .kind = SK_BOOL,
+      .off = RF(persistent) },
+    { .key = "public", .var = "publicroom", .type = "boolean", .label = "Listed in the directory", .kind = SK_BOOL,
+      .off = RF(public_room) },
+    { .key = "changesubject", .var = "changesubject", .type = "boolean", .label = "Occupants may change the subject",
+      .kind = SK_BOOL, .off = RF(changesubject) },
+    { .key = "allowinvites", .var = "allowinvites", .type = "boolean", .label = "Occupants may invite",
+      .kind = SK_BOOL, .off = RF(allowinvites) },
+    { .key = "allowpm", .var = "allowpm", .type = "list-single", .label = "Who may send private messages",
+      .kind = SK_CHOICE, .off = RF(allowpm), .names = pm_names, .nnames = 4, .opts = pm_opts },
+    /* no file key and no storage: shown from the secret; submitting 0 clears the secret */
+    { .key = NULL, .var = "passwordprotectedroom", .type = "boolean", .label = "Password protected",
+      .kind = SK_PROTECTED, .off = RF(password) },
+    { .key = "password", .var = "roomsecret", .type = "text-private", .label = "Password", .kind = SK_SECRET,
+      .off = RF(password) },
+    { .key = "membersonly", .var = "membersonly", .type = "boolean", .label = "Members only", .kind = SK_BOOL,
+      .off = RF(membersonly) },
+    { .key = "moderated", .var = "moderatedroom", .type = "boolean", .label = "Moderated", .kind = SK_BOOL,
+      .off = RF(moderated) },
+    { .key = "whois_anyone", .var = "whois", .type = "list-single", .label = "Who may see real JIDs",
+      .kind = SK_CHOICE, .off = RF(whois_anyone), .names = whois_names, .nnames = 2, .opts = whois_opts },
+    { .key = "memberlist", .var = "getmemberlist", .type = "list-multi", .label = "Roles that may see the member list",
+      .kind = SK_ROLES, .off = RF(memberlist_roles), .opts = role_opts },
+    { .key = "maxusers", .var = "maxusers", .type = "text-single", .label = "Maximum occupants", .kind = SK_LIMIT,
+      .clamp = 1, .off = RF(maxusers), .bound = CF(max_occupants) },
+    { .key = "histlen", .var = "historylength", .type = "text-single", .label = "Messages kept in history",
+      .kind = SK_COUNT, .clamp = 1, .off = RF(histlen), .bound = CF(max_history) },
+    /* not lowered on load: it only caps what a joiner is sent */
+    { .key = "defhist", .var = "defaulthistorymessages", .type = "text-single", .label = "Messages sent on joining",
+      .kind = SK_COUNT, .off = RF(defhist), .bound = CF(max_history) },
+};
+#define NSETTINGS (sizeof settings / sizeof settings[0])
+
+/* one submitted form field, before it is applied */
+typedef struct setting_value { unsigned char given; int num; const char *str; } setting_value;
+
+/* a room's persistent state as it was before a change, to put back if the change cannot be stored */
+typedef union setting_slot { char *str; int num; } setting_slot;
+typedef struct room_snapshot {
+    unsigned char taken;            /* 0: nothing to store or undo (a temporary room staying so) */
+    unsigned char persistent;       /* was persistent: a room made temporary loses its file */
+    setting_slot v[NSETTINGS];
+    char *subject, *subject_nick;
+    aff_entry *affs;
+    size_t naffs;
+} room_snapshot;
 
 /* ------------------------------------------------------------------ small helpers */
 
@@ -115,12 +217,21 @@ static char *xstrdup(const char *s)
     return p;
 }
 
-static int set_str(char **field, const char *v)
+static MUST_USE int set_str(char **field, const char *v)
 {
     char *p = xstrdup(v);
     if (!p) return -1;
     free(*field);
     *field = p;
+    return 0;
+}
+
+/* text settings keep "" as NULL */
+static MUST_USE int set_text(char **field, const char *v)
+{
+    if (v && *v) return set_str(field, v);
+    free(*field);
+    *field = NULL;
     return 0;
 }
 
@@ -185,18 +296,79 @@ static time_t parse_stamp(const char *s)
     return t == (time_t)-1 ? -1 : t - off;
 }
 
+/* ------------------------------------------------------------------ stanza trees in the arena */
+
+/* Every builder is safe on a NULL parent and marks the tree on a failed allocation (like xml_buf's oom),
+ * so a tree is checked once, where it is encoded, and never goes out with a part missing. */
+static xml_node *t_node(muc_service *m, const char *name, const char *ns)
+{
+    xml_node *n = xml_node_new(m->arena, name, ns);
+    if (!n) m->tree_oom = 1;
+    return n;
+}
+
+static xml_node *t_child(muc_service *m, xml_node *parent, const char *name, const char *ns)
+{
+    xml_node *n = parent ? xml_add_child(m->arena, parent, name, ns) : NULL;
+    if (!n) m->tree_oom = 1;
+    return n;
+}
+
+static xml_node *t_text(muc_service *m, xml_node *parent, const char *name, const char *ns, const char *text)
+{
+    xml_node *n = parent ? xml_add_child_text(m->arena, parent, name, ns, text) : NULL;
+    if (!n) m->tree_oom = 1;
+    return n;
+}
+
+static void t_attr(muc_service *m, xml_node *n, const char *name, const char *value)
+{
+    if (!n || xml_set_attr(m->arena, n, name, value) < 0) m->tree_oom = 1;
+}
+
+static xml_node *t_copy(muc_service *m, const xml_node *n)
+{
+    xml_node *c = xml_copy(m->arena, n);
+    if (!c) m->tree_oom = 1;
+    return c;
+}
+
+static void t_append(muc_service *m, xml_node *parent, xml_node *child)
+{
+    if (parent && child) xml_append_child(parent, child);
+    else m->tree_oom = 1;
+}
+
 /* ------------------------------------------------------------------ encoding and delivery */
 
-static void enc_tree(enc *e, const xml_node *n)
+/* -1 (logged, the mark cleared for the next tree) when the tree or its encoding lost a part */
+static MUST_USE int enc_tree(muc_service *m, enc *e, const xml_node *n)
 {
-    xml_buf_reset(&e->b);
-    xml_serialize_split(&e->b, n, XML_NS_CLIENT, &e->split);
+    int bad = !n || m->tree_oom;
+    m->tree_oom = 0;
+    if (!bad) {
+        xml_buf_reset(&e->b);
+        xml_serialize_split(&e->b, n, XML_NS_CLIENT, &e->split);
+        bad = e->b.oom;
+    }
+    if (bad) log_err("muc: out of memory building a stanza; it is not sent");
+    return bad ? -1 : 0;
 }
 
 static int enc_send(muc_service *m, const enc *e, const char *to)
 {
-    if (e->b.oom || !e->b.data) return 0;
+    if (e->b.oom || !e->b.data) {
+        log_err("muc: out of memory encoding a stanza to %s; it is not sent", to);
+        return 0;
+    }
     return m->host.deliver(m->host.ud, to, e->b.data, e->split, e->b.data + e->split, e->b.len - e->split);
+}
+
+/* a reply or notice to any JID: one that is gone is no concern of the room's (occupants are sent to with
+ * send_session, which drops them) */
+static void enc_send_any(muc_service *m, const enc *e, const char *to)
+{
+    (void)enc_send(m, e, to);
 }
 
 static void mark_dead(muc_service *m, room *r, session *s)
@@ -216,46 +388,44 @@ static void send_occupant(muc_service *m, room *r, occupant *o, const enc *e)
 
 static void send_tree(muc_service *m, const xml_node *n, const char *to)
 {
-    enc_tree(&m->tmp, n);
-    enc_send(m, &m->tmp, to);
+    if (enc_tree(m, &m->tmp, n) == 0) enc_send_any(m, &m->tmp, to);
 }
 
-/* a new stanza of the original's kind addressed back to its sender; NULL on out of memory */
+/* a new stanza of the original's kind addressed back to its sender */
 static xml_node *reply_node(muc_service *m, const xml_node *st, const char *type)
 {
-    xml_node *n = xml_node_new(m->arena, st->name, XML_NS_CLIENT);
+    xml_node *n = t_node(m, st->name, XML_NS_CLIENT);
     const char *to = xml_attr_get(st, "to"), *id = xml_attr_get(st, "id");
-    if (!n) return NULL;
-    if (to) xml_set_attr(m->arena, n, "from", to);
-    if (id) xml_set_attr(m->arena, n, "id", id);
-    if (type) xml_set_attr(m->arena, n, "type", type);
+    if (to) t_attr(m, n, "from", to);
+    if (id) t_attr(m, n, "id", id);
+    if (type) t_attr(m, n, "type", type);
     return n;
 }
 
-static void send_error(muc_service *m, const xml_node *st, const char *etype, const char *cond, const char *by)
+static void send_error(muc_service *m, const muc_ctx *cx, const char *etype, const char *cond, const char *by)
 {
+    const xml_node *st = cx->st;
     const char *type = xml_attr_get(st, "type");
     if (type && !strcmp(type, "error")) return;
     if (!strcmp(st->name, "iq") && type && strcmp(type, "get") && strcmp(type, "set")) return;
     xml_node *n = reply_node(m, st, "error");
-    if (!n) return;
     /* echo the join element (never its password): clients match a join error by it (XEP-0045 §7.2) */
-    if (!strcmp(st->name, "presence") && xml_child(st, "x", NS_MUC) && !xml_add_child(m->arena, n, "x", NS_MUC))
-        return;
-    xml_node *e = xml_add_child(m->arena, n, "error", NULL);
-    if (!e) return;
-    xml_set_attr(m->arena, e, "type", etype);
-    if (by) xml_set_attr(m->arena, e, "by", by);
-    xml_add_child(m->arena, e, cond, NS_STANZAS);
-    send_tree(m, n, m->from);
+    if (!strcmp(st->name, "presence") && xml_child(st, "x", NS_MUC)) t_child(m, n, "x", NS_MUC);
+    xml_node *e = t_child(m, n, "error", NULL);
+    t_attr(m, e, "type", etype);
+    if (by) t_attr(m, e, "by", by);
+    t_child(m, e, cond, NS_STANZAS);
+    send_tree(m, n, cx->full);
 }
 
-static void send_result(muc_service *m, const xml_node *st, xml_node *payload)
+/* the result, or resource-constraint when the payload (or the reply) lost a part to a failed allocation */
+static void send_result(muc_service *m, const muc_ctx *cx, xml_node *payload)
 {
-    xml_node *n = reply_node(m, st, "result");
-    if (!n) return;
-    if (payload) xml_append_child(n, payload);
-    send_tree(m, n, m->from);
+    xml_node *n = reply_node(m, cx->st, "result");
+    if (payload) t_append(m, n, payload);
+    if (!m->tree_oom) { send_tree(m, n, cx->full); return; }
+    m->tree_oom = 0;
+    send_error(m, cx, "wait", "resource-constraint", NULL);
 }
 
 /* ------------------------------------------------------------------ rooms, occupants, sessions */
@@ -279,10 +449,14 @@ static aff_entry *room_aff_entry(const room *r, const char *bare)
     return NULL;
 }
 
+static int is_server_admin(muc_service *m, const char *bare)
+{
+    return m->host.is_admin && m->host.is_admin(m->host.ud, bare);
+}
+
 static int effective_aff(muc_service *m, const room *r, const char *bare)
 {
-    if (m->host.is_admin && m->host.is_admin(m->host.ud, bare)) return AFF_OWNER;
-    return room_aff(r, bare);
+    return is_server_admin(m, bare) ? AFF_OWNER : room_aff(r, bare);
 }
 
 static const char *reserved_nick_owner(const room *r, const char *nick)
@@ -292,7 +466,33 @@ static const char *reserved_nick_owner(const room *r, const char *nick)
     return NULL;
 }
 
-static int set_aff(room *r, const char *bare, int aff, const char *nick)
+static void aff_free(aff_entry *a, size_t n)
+{
+    for (size_t i = 0; i < n; i++) { free(a[i].jid); free(a[i].nick); }
+    free(a);
+}
+
+/* a new entry for bare with no affiliation yet; NULL on out of memory */
+static aff_entry *aff_append(room *r, const char *bare)
+{
+    if (r->naffs == r->caffs) {
+        size_t nc = r->caffs ? r->caffs * 2 : 4;
+        aff_entry *na = realloc(r->affs, nc * sizeof *na);
+        if (!na) return NULL;
+        r->affs = na;
+        r->caffs = nc;
+    }
+    aff_entry *e = &r->affs[r->naffs];
+    e->jid = xstrdup(bare);
+    e->nick = NULL;
+    e->aff = AFF_NONE;
+    if (!e->jid) return NULL;
+    r->naffs++;
+    return e;
+}
+
+/* nick: NULL keeps a reserved nick, "" drops it. Nothing changes when it fails (out of memory). */
+static MUST_USE int set_aff(room *r, const char *bare, int aff, const char *nick)
 {
     aff_entry *e = room_aff_entry(r, bare);
     if (aff == AFF_NONE) {
@@ -303,27 +503,12 @@ static int set_aff(room *r, const char *bare, int aff, const char *nick)
         }
         return 0;
     }
-    if (!e) {
-        if (r->naffs == r->caffs) {
-            size_t nc = r->caffs ? r->caffs * 2 : 4;
-            aff_entry *na = realloc(r->affs, nc * sizeof *na);
-            if (!na) return -1;
-            r->affs = na;
-            r->caffs = nc;
-        }
-        e = &r->affs[r->naffs];
-        e->jid = xstrdup(bare);
-        e->nick = NULL;
-        if (!e->jid) return -1;
-        r->naffs++;
-    }
+    char *nn = NULL;
+    if (nick && *nick && !(nn = xstrdup(nick))) return -1;
+    if (!e && !(e = aff_append(r, bare))) { free(nn); return -1; }
     e->aff = (unsigned char)aff;
-    if (aff == AFF_OUTCAST) { free(e->nick); e->nick = NULL; }
-    if (nick) {
-        char *p = *nick ? xstrdup(nick) : NULL;
-        free(e->nick);
-        e->nick = p;
-    }
+    /* an outcast has no reserved nick unless one is given with it */
+    if (aff == AFF_OUTCAST || nick) { free(e->nick); e->nick = nn; }
     return 0;
 }
 
@@ -334,7 +519,7 @@ static int role_for(const room *r, int aff)
     return ROLE_VISITOR;
 }
 
-static int table_grow(void ***tab, unsigned *nb, unsigned count, size_t next_off, const char *(*key)(void *))
+static MUST_USE int table_grow(void ***tab, unsigned *nb, unsigned count, size_t next_off, const char *(*key)(void *))
 {
     if (*tab && count <= *nb) return 0;
     unsigned nn = *nb ? *nb * 2 : 8;
@@ -389,7 +574,7 @@ static void nick_hash(room *r, occupant *o)
     r->nicks[h] = o;
 }
 
-static session *session_add(room *r, occupant *o, const char *full)
+static MUST_USE session *session_add(room *r, occupant *o, const char *full)
 {
     if (table_grow((void ***)&r->sess, &r->sess_nb, r->nsessions + 1, offsetof(session, hnext), sess_key) < 0)
         return NULL;
@@ -420,7 +605,7 @@ static void session_remove(room *r, session *s)
     free(s);
 }
 
-static occupant *occupant_add(room *r, const char *nick, const char *bare, const char *full)
+static MUST_USE occupant *occupant_add(room *r, const char *nick, const char *bare, const char *full)
 {
     if (table_grow((void ***)&r->nicks, &r->nick_nb, r->noccupants + 1, offsetof(occupant, hnext), occ_key) < 0)
         return NULL;
@@ -450,15 +635,18 @@ static void occupant_free(room *r, occupant *o)
     free(o);
 }
 
-/* a renamed occupant is a new allocation (the nick lives inside it); sessions are moved over */
-static occupant *occupant_rename(room *r, occupant *o, const char *nick)
+/* the memory of a renamed occupant (the nick lives inside it), taken before anyone hears of the rename */
+static MUST_USE occupant *occupant_alloc_named(const char *nick)
 {
-    size_t n = strlen(nick) + 1;
-    occupant *no = calloc(1, sizeof *no + n);
-    if (!no) return NULL;
+    return calloc(1, sizeof(occupant) + strlen(nick) + 1);
+}
+
+/* o moves into no under its new nick, keeping its place and sessions; o is freed */
+static occupant *occupant_rename(room *r, occupant *o, occupant *no, const char *nick)
+{
     nick_unhash(r, o);
     *no = *o;
-    memcpy(no->nick, nick, n);
+    memcpy(no->nick, nick, strlen(nick) + 1);
     if (no->prev) no->prev->next = no; else r->first = no;
     if (no->next) no->next->prev = no; else r->last = no;
     for (session *s = no->sessions; s; s = s->next) s->occ = no;
@@ -481,41 +669,44 @@ static unsigned user_rooms_count(muc_service *m, const char *bare)
     return pp && *pp ? (*pp)->n : 0;
 }
 
-/* +1 when the user enters a room as a new occupant, -1 when that occupant is gone */
-static int user_rooms_add(muc_service *m, const char *bare, int delta)
+/* the user enters a room as a new occupant */
+static MUST_USE int user_rooms_enter(muc_service *m, const char *bare)
 {
     user_rooms **pp = user_rooms_slot(m, bare);
     if (!pp) return -1;
     if (!*pp) {
-        if (delta < 0) return 0;
         size_t n = strlen(bare) + 1;
         user_rooms *u = calloc(1, sizeof *u + n);
         if (!u) return -1;
         memcpy(u->bare, bare, n);
         *pp = u;
     }
-    user_rooms *u = *pp;
-    if (delta < 0 && u->n <= 1) {
-        *pp = u->next;
-        free(u);
-        return 0;
-    }
-    u->n = (unsigned)((int)u->n + delta);
+    (*pp)->n++;
     return 0;
+}
+
+/* that occupant is gone */
+static void user_rooms_leave(muc_service *m, const char *bare)
+{
+    user_rooms **pp = user_rooms_slot(m, bare);
+    if (!pp || !*pp) return;    /* never counted: there is no table to count in */
+    user_rooms *u = *pp;
+    if (u->n > 1) { u->n--; return; }
+    *pp = u->next;
+    free(u);
 }
 
 /* an occupant leaves the room for good */
 static void occupant_drop(muc_service *m, room *r, occupant *o)
 {
-    user_rooms_add(m, o->bare, -1);
+    user_rooms_leave(m, o->bare);
     occupant_free(r, o);
 }
 
 static void room_free(room *r)
 {
     while (r->first) occupant_free(r, r->first);
-    for (size_t i = 0; i < r->naffs; i++) { free(r->affs[i].jid); free(r->affs[i].nick); }
-    free(r->affs);
+    aff_free(r->affs, r->naffs);
     for (unsigned i = 0; i < r->hist_cap && r->hist; i++) free(r->hist[i].data);
     free(r->hist);
     if (r->fwd) for (unsigned i = 0; i < FWD_SLOTS; i++) fwd_clear(&r->fwd[i]);
@@ -543,7 +734,7 @@ static unsigned room_name_hash(const room *r)
     return h;
 }
 
-static int rooms_grow(muc_service *m)
+static MUST_USE int rooms_grow(muc_service *m)
 {
     if (m->rtab && m->nrooms < m->rnb) return 0;
     unsigned nn = m->rnb ? m->rnb * 2 : 16;
@@ -560,7 +751,7 @@ static int rooms_grow(muc_service *m)
     return 0;
 }
 
-static room *room_new(muc_service *m, const char *name)
+static MUST_USE room *room_new(muc_service *m, const char *name)
 {
     if (rooms_grow(m) < 0) return NULL;
     room *r = calloc(1, sizeof *r);
@@ -607,6 +798,140 @@ static user_rooms **user_rooms_slot(muc_service *m, const char *bare)
     return pp;
 }
 
+/* ------------------------------------------------------------------ room settings: access */
+
+static int setting_is_text(const setting *s) { return s->kind == SK_TEXT || s->kind == SK_SECRET; }
+static int setting_is_count(const setting *s) { return s->kind == SK_COUNT || s->kind == SK_LIMIT; }
+
+static char **setting_str(room *r, const setting *s) { return (char **)((char *)r + s->off); }
+static const char *setting_cstr(const room *r, const setting *s) { return *(char *const *)((const char *)r + s->off); }
+
+static int setting_num(const room *r, const setting *s)
+{
+    const char *p = (const char *)r + s->off;
+    return setting_is_count(s) ? *(const int *)p : *(const unsigned char *)p;
+}
+
+static void setting_set_num(room *r, const setting *s, int v)
+{
+    char *p = (char *)r + s->off;
+    if (setting_is_count(s)) *(int *)p = v;
+    else *(unsigned char *)p = (unsigned char)v;
+}
+
+static int setting_bound(const muc_service *m, const setting *s)
+{
+    return *(const int *)((const char *)&m->cfg + s->bound);
+}
+
+/* the largest value a room file may hold */
+static int setting_file_max(const setting *s)
+{
+    switch (s->kind) {
+    case SK_CHOICE: return s->nnames - 1;
+    case SK_ROLES: return (1 << ROLE_INVALID) - 1;
+    case SK_COUNT: case SK_LIMIT: return 1000000;
+    default: return 1;
+    }
+}
+
+static const setting *setting_by_key(const char *key)
+{
+    for (size_t i = 0; i < NSETTINGS; i++)
+        if (settings[i].key && !strcmp(settings[i].key, key)) return &settings[i];
+    return NULL;
+}
+
+static const setting *setting_by_var(const char *var)
+{
+    for (size_t i = 0; i < NSETTINGS; i++)
+        if (!strcmp(settings[i].var, var)) return &settings[i];
+    return NULL;
+}
+
+static size_t setting_index_of_kind(int kind)
+{
+    size_t i = 0;
+    while (i < NSETTINGS - 1 && settings[i].kind != kind) i++;
+    return i;
+}
+
+/* ------------------------------------------------------------------ snapshots: a change undone */
+
+static void snapshot_drop(room_snapshot *s)
+{
+    for (size_t i = 0; i < NSETTINGS; i++)
+        if (setting_is_text(&settings[i])) free(s->v[i].str);
+    free(s->subject);
+    free(s->subject_nick);
+    aff_free(s->affs, s->naffs);
+    memset(s, 0, sizeof *s);
+}
+
+static MUST_USE int snapshot_affs(const room *r, room_snapshot *s)
+{
+    if (!r->naffs) return 0;
+    if (!(s->affs = calloc(r->naffs, sizeof *s->affs))) return -1;
+    for (; s->naffs < r->naffs; s->naffs++) {
+        const aff_entry *from = &r->affs[s->naffs];
+        aff_entry *to = &s->affs[s->naffs];
+        to->aff = from->aff;
+        to->jid = xstrdup(from->jid);
+        to->nick = from->nick ? xstrdup(from->nick) : NULL;
+        if (!to->jid || (from->nick && !to->nick)) { s->naffs++; return -1; }
+    }
+    return 0;
+}
+
+/* copies what room_save writes (and the persistent flag) when a change could need undoing: always, or
+ * only for a persistent room. -1 on out of memory, with nothing taken. */
+static MUST_USE int snapshot_begin(const room *r, room_snapshot *s, int always)
+{
+    memset(s, 0, sizeof *s);
+    if (!always && !r->persistent) return 0;
+    s->taken = 1;
+    s->persistent = r->persistent;
+    for (size_t i = 0; i < NSETTINGS; i++) {
+        const setting *d = &settings[i];
+        const char *v = setting_is_text(d) ? setting_cstr(r, d) : NULL;
+        if (d->kind == SK_PROTECTED) continue;      /* no storage of its own */
+        if (v && !(s->v[i].str = xstrdup(v))) goto oom;
+        if (!setting_is_text(d)) s->v[i].num = setting_num(r, d);
+    }
+    if (r->subject && !(s->subject = xstrdup(r->subject))) goto oom;
+    if (r->subject_nick && !(s->subject_nick = xstrdup(r->subject_nick))) goto oom;
+    if (snapshot_affs(r, s) < 0) goto oom;
+    return 0;
+oom:
+    snapshot_drop(s);
+    return -1;
+}
+
+/* the room as it was at snapshot_begin; cannot fail (the snapshot's memory moves into the room) */
+static void snapshot_restore(room *r, room_snapshot *s)
+{
+    if (!s->taken) return;
+    for (size_t i = 0; i < NSETTINGS; i++) {
+        const setting *d = &settings[i];
+        if (d->kind == SK_PROTECTED) continue;      /* no storage of its own */
+        if (setting_is_text(d)) {
+            free(*setting_str(r, d));
+            *setting_str(r, d) = s->v[i].str;
+            s->v[i].str = NULL;
+        } else setting_set_num(r, d, s->v[i].num);
+    }
+    free(r->subject);
+    free(r->subject_nick);
+    r->subject = s->subject;
+    r->subject_nick = s->subject_nick;
+    aff_free(r->affs, r->naffs);
+    r->affs = s->affs;
+    r->naffs = r->caffs = s->naffs;
+    s->subject = s->subject_nick = NULL;
+    s->affs = NULL;
+    s->naffs = 0;
+}
+
 /* ------------------------------------------------------------------ persistence */
 
 /* values are one token each: '-' is the empty string; '%XX' escapes '%', blanks and control bytes */
@@ -631,7 +956,7 @@ static int hexval(int c)
 }
 
 /* decodes one token in place; -1 on a bad escape */
-static int decode_token(char *t)
+static MUST_USE int decode_token(char *t)
 {
     if (!strcmp(t, "-")) { *t = 0; return 0; }
     char *w = t;
@@ -658,49 +983,87 @@ static void room_path(const muc_service *m, const room *r, char *out, size_t n)
     snprintf(out + len, n - len, ".room");
 }
 
-static int room_save(muc_service *m, room *r)
+static void setting_write(xml_buf *b, const room *r, const setting *s)
+{
+    if (!s->key) return;
+    xml_buf_printf(b, "\n%s", s->key);
+    if (setting_is_text(s)) put_token(b, setting_cstr(r, s));
+    else xml_buf_printf(b, " %d", setting_num(r, s));
+}
+
+/* the room file: its name, each setting with a file key, the subject, the affiliations */
+static void room_write(xml_buf *b, const room *r)
+{
+    char name[JID_PART_MAX + 1];
+    snprintf(name, sizeof name, "%.*s", (int)(strchr(r->jid, '@') - r->jid), r->jid);
+    xml_buf_puts(b, "couplet-room 1\nname");
+    put_token(b, name);
+    for (size_t i = 0; i < NSETTINGS; i++) setting_write(b, r, &settings[i]);
+    xml_buf_puts(b, "\nsubject");
+    put_token(b, r->subject_nick);
+    put_token(b, r->subject);
+    xml_buf_puts(b, "\n");
+    for (size_t i = 0; i < r->naffs; i++) {
+        xml_buf_printf(b, "aff %s", aff_names[r->affs[i].aff]);
+        put_token(b, r->affs[i].jid);
+        put_token(b, r->affs[i].nick);
+        xml_buf_puts(b, "\n");
+    }
+    xml_buf_puts(b, "end\n");
+}
+
+static MUST_USE int room_save(muc_service *m, room *r)
 {
     if (!r->persistent || r->destroyed) return 0;
     xml_buf b;
-    xml_buf_init(&b);
     char path[4096];
-    xml_buf_puts(&b, "couplet-room 1\nname");
-    size_t nl = strchr(r->jid, '@') - r->jid;
-    char name[JID_PART_MAX + 1];
-    memcpy(name, r->jid, nl);
-    name[nl] = 0;
-    put_token(&b, name);
-    xml_buf_puts(&b, "\ntitle"); put_token(&b, r->title);
-    xml_buf_puts(&b, "\ndesc"); put_token(&b, r->desc);
-    xml_buf_puts(&b, "\nlang"); put_token(&b, r->lang);
-    xml_buf_puts(&b, "\npassword"); put_token(&b, r->password);
-    xml_buf_puts(&b, "\nsubject"); put_token(&b, r->subject_nick); put_token(&b, r->subject);
-    xml_buf_printf(&b, "\npublic %d\nchangesubject %d\nallowinvites %d\nallowpm %d\nmembersonly %d\n"
-                   "moderated %d\nwhois_anyone %d\nmemberlist %d\nmaxusers %d\nhistlen %d\ndefhist %d\n",
-                   r->public_room, r->changesubject, r->allowinvites, r->allowpm, r->membersonly,
-                   r->moderated, r->whois_anyone, r->memberlist_roles, r->maxusers, r->histlen, r->defhist);
-    for (size_t i = 0; i < r->naffs; i++) {
-        xml_buf_printf(&b, "aff %s", aff_names[r->affs[i].aff]);
-        put_token(&b, r->affs[i].jid);
-        put_token(&b, r->affs[i].nick);
-        xml_buf_puts(&b, "\n");
-    }
-    xml_buf_puts(&b, "end\n");
+    xml_buf_init(&b);
+    room_write(&b, r);
     room_path(m, r, path, sizeof path);
     int rc = b.oom ? -1 : store_write_atomic(path, b.data, b.len);
-    if (rc < 0) log_err("muc: cannot write %s: %s", path, strerror(errno));
+    if (rc < 0) log_err("muc: cannot write %s: %s", path, b.oom ? "out of memory" : strerror(errno));
     xml_buf_free(&b);
     return rc;
 }
 
-static void room_unsave(muc_service *m, room *r)
+static MUST_USE int room_unsave(muc_service *m, room *r)
 {
     char path[4096];
     room_path(m, r, path, sizeof path);
-    if (unlink(path) < 0 && errno != ENOENT) log_err("muc: cannot remove %s: %s", path, strerror(errno));
+    if (unlink(path) == 0 || errno == ENOENT) return 0;
+    log_err("muc: cannot remove %s: %s", path, strerror(errno));
+    return -1;
 }
 
-static int load_int(const char *v, int lo, int hi, int *out)
+/* makes a change durable (a room made temporary loses its file), or puts the room back as the snapshot
+ * has it; 0, or -1 when the room is as it was. The snapshot is used up either way. */
+static MUST_USE int room_commit(muc_service *m, room *r, room_snapshot *s)
+{
+    int rc = 0;
+    if (s->taken) rc = r->persistent ? room_save(m, r) : s->persistent ? room_unsave(m, r) : 0;
+    if (rc < 0) snapshot_restore(r, s);
+    snapshot_drop(s);
+    return rc;
+}
+
+/* a change to the room could not be made (out of memory): the room is put back, the requester told */
+static int change_fail(muc_service *m, const muc_ctx *cx, room *r, room_snapshot *s)
+{
+    snapshot_restore(r, s);
+    snapshot_drop(s);
+    send_error(m, cx, "wait", "resource-constraint", r->jid);
+    return -1;
+}
+
+/* the change is stored, or undone and the requester told; 0 when it stands and may be announced */
+static MUST_USE int change_commit(muc_service *m, const muc_ctx *cx, room *r, room_snapshot *s)
+{
+    if (room_commit(m, r, s) == 0) return 0;
+    send_error(m, cx, "wait", "internal-server-error", r->jid);
+    return -1;
+}
+
+static MUST_USE int load_int(const char *v, int lo, int hi, int *out)
 {
     char *end;
     errno = 0;
@@ -710,88 +1073,123 @@ static int load_int(const char *v, int lo, int hi, int *out)
     return 0;
 }
 
+/* a loaded count over the configured bound is lowered to it, as the form would have refused it */
+static int setting_clamp(const muc_service *m, const setting *s, int v)
+{
+    int bound = setting_bound(m, s);
+    if (!s->clamp) return v;
+    if (s->kind == SK_LIMIT) return bound > 0 && (v == 0 || v > bound) ? bound : v;
+    return v > bound ? bound : v;
+}
+
+/* "KEY VALUE" of a setting; NULL, or why the line is wrong */
+static const char *load_setting(const muc_service *m, room *r, const setting *s, char **tok, int nt)
+{
+    int v;
+    if (setting_is_text(s)) {
+        if (nt != 2) return "bad line";
+        return set_text(setting_str(r, s), tok[1]) < 0 ? "out of memory" : NULL;
+    }
+    if (nt != 2 || load_int(tok[1], 0, setting_file_max(s), &v) < 0) return "bad value";
+    setting_set_num(r, s, setting_clamp(m, s, v));
+    return NULL;
+}
+
+static const char *load_subject(room *r, char **tok, int nt)
+{
+    if (nt != 3) return "bad line";
+    if (set_text(&r->subject_nick, tok[1]) < 0 || set_text(&r->subject, tok[2]) < 0) return "out of memory";
+    return NULL;
+}
+
+static const char *load_aff(room *r, char **tok, int nt)
+{
+    jid j;
+    int a = nt == 4 ? str_in(tok[1], aff_names, 5) : -1;
+    if (a < 0 || a == AFF_NONE) return "bad affiliation";
+    if (jid_parse(tok[2], &j) < 0 || j.resource[0]) return "bad affiliation JID";
+    if (*tok[3] && !jid_resource_valid(tok[3])) return "bad nick";
+    if (set_aff(r, tok[2], a, tok[3]) < 0) return "out of memory";
+    return NULL;
+}
+
+/* one line after the name; NULL, or why it is wrong */
+static const char *load_line(const muc_service *m, room *r, char **tok, int nt, int *ended)
+{
+    const char *k = tok[0];
+    if (!strcmp(k, "subject")) return load_subject(r, tok, nt);
+    if (!strcmp(k, "aff")) return load_aff(r, tok, nt);
+    if (!strcmp(k, "end")) {
+        *ended = 1;
+        return nt == 1 ? NULL : "bad line";
+    }
+    const setting *s = setting_by_key(k);
+    return s ? load_setting(m, r, s, tok, nt) : "unknown key";
+}
+
+/* the "name" line: a new persistent room; NULL with *why */
+static room *load_name(muc_service *m, char **tok, int nt, const char **why)
+{
+    jid j;
+    char buf[JID_MAX];
+    *why = "bad room name";
+    if (strcmp(tok[0], "name") || nt != 2) { *why = "expected name"; return NULL; }
+    if (!*tok[1] || strlen(tok[1]) > JID_PART_MAX) return NULL;
+    snprintf(buf, sizeof buf, "%s@%s", tok[1], m->domain);
+    if (jid_parse(buf, &j) < 0 || strcmp(j.local, tok[1]) || j.resource[0]) return NULL;
+    if (find_room(m, tok[1])) { *why = "duplicate room"; return NULL; }
+    room *r = room_new(m, tok[1]);
+    if (!r) { *why = "out of memory"; return NULL; }
+    *why = NULL;
+    r->persistent = 1;
+    return r;
+}
+
+/* a line's blank-separated tokens, at most five (more make the line's count wrong for every key) */
+static int split_line(char *ln, char **tok)
+{
+    char *ts = NULL;
+    int nt = 0;
+    for (char *t = strtok_r(ln, " ", &ts); t && nt < 5; t = strtok_r(NULL, " ", &ts)) tok[nt++] = t;
+    return nt;
+}
+
+static MUST_USE int decode_tokens(char **tok, int nt)
+{
+    for (int i = 1; i < nt; i++) if (decode_token(tok[i]) < 0) return -1;
+    return 0;
+}
+
 /* parses one room file; 0, or -1 with err "path:LINE: why" */
-static int room_load(muc_service *m, const char *path, char *err, size_t errlen)
+static MUST_USE int room_load(muc_service *m, const char *path, char *err, size_t errlen)
 {
     size_t len;
     char *data = store_read_file(path, &len);
     if (!data) { snprintf(err, errlen, "%s: %s", path, strerror(errno)); return -1; }
     room *r = NULL;
-    int line = 0, ended = 0, rc = -1;
-    const char *why = "unexpected end of file";
+    int line = 0, ended = 0;
+    const char *why = NULL;
     char *save = NULL;
-    for (char *ln = strtok_r(data, "\n", &save); ln; ln = strtok_r(NULL, "\n", &save)) {
-        line++;
+    for (char *ln = strtok_r(data, "\n", &save); ln && !why; ln = strtok_r(NULL, "\n", &save)) {
         char *tok[5];
-        int nt = 0;
-        char *ts = NULL;
-        for (char *t = strtok_r(ln, " ", &ts); t && nt < 5; t = strtok_r(NULL, " ", &ts)) tok[nt++] = t;
-        why = "bad line";
-        if (nt == 0 || ended) goto fail;
-        if (line == 1) {
-            if (nt != 2 || strcmp(tok[0], "couplet-room") || strcmp(tok[1], "1")) { why = "not a room file"; goto fail; }
-            continue;
-        }
-        for (int i = 1; i < nt; i++) if (decode_token(tok[i]) < 0) { why = "bad escape"; goto fail; }
-        if (!r) {
-            if (strcmp(tok[0], "name") || nt != 2) { why = "expected name"; goto fail; }
-            if (!*tok[1] || strlen(tok[1]) > JID_PART_MAX) { why = "bad room name"; goto fail; }
-            char buf[JID_MAX];
-            snprintf(buf, sizeof buf, "%s@%s", tok[1], m->domain);
-            if (jid_parse(buf, &m->tj) < 0 || strcmp(m->tj.local, tok[1]) || m->tj.resource[0]) { why = "bad room name"; goto fail; }
-            if (find_room(m, tok[1])) { why = "duplicate room"; goto fail; }
-            r = room_new(m, tok[1]);
-            if (!r) { why = "out of memory"; goto fail; }
-            r->persistent = 1;
-            continue;
-        }
-        const char *k = tok[0];
-        int v;
-        char **sf = !strcmp(k, "title") ? &r->title : !strcmp(k, "desc") ? &r->desc :
-                    !strcmp(k, "lang") ? &r->lang : !strcmp(k, "password") ? &r->password : NULL;
-        if (sf) {
-            if (nt != 2) goto fail;
-            if (*tok[1] && set_str(sf, tok[1]) < 0) { why = "out of memory"; goto fail; }
-        } else if (!strcmp(k, "subject")) {
-            if (nt != 3) goto fail;
-            if (*tok[1] && set_str(&r->subject_nick, tok[1]) < 0) goto fail;
-            if (*tok[2] && set_str(&r->subject, tok[2]) < 0) goto fail;
-        } else if (!strcmp(k, "aff")) {
-            int a = str_in(tok[1], aff_names, 5);
-            if (nt != 4 || a < 0 || a == AFF_NONE) { why = "bad affiliation"; goto fail; }
-            if (jid_parse(tok[2], &m->fj) < 0 || m->fj.resource[0]) { why = "bad affiliation JID"; goto fail; }
-            if (*tok[3] && !jid_resource_valid(tok[3])) { why = "bad nick"; goto fail; }
-            if (set_aff(r, tok[2], a, tok[3]) < 0) { why = "out of memory"; goto fail; }
-        } else if (!strcmp(k, "end")) {
-            if (nt != 1) goto fail;
-            ended = 1;
-        } else {
-            static const char *const ik[] = { "public", "changesubject", "allowinvites", "allowpm", "membersonly",
-                                              "moderated", "whois_anyone", "memberlist", "maxusers", "histlen", "defhist" };
-            int which = str_in(k, ik, 11);
-            if (which < 0) { why = "unknown key"; goto fail; }
-            int hi = which == 3 ? PM_ANYONE : which == 7 ? 15 : which < 8 ? 1 : 1000000;
-            if (nt != 2 || load_int(tok[1], 0, hi, &v) < 0) { why = "bad value"; goto fail; }
-            unsigned char *bf[] = { &r->public_room, &r->changesubject, &r->allowinvites, &r->allowpm,
-                                    &r->membersonly, &r->moderated, &r->whois_anyone, &r->memberlist_roles };
-            if (which < 8) *bf[which] = (unsigned char)v;
-            else if (which == 8) r->maxusers = m->cfg.max_occupants > 0 && (v == 0 || v > m->cfg.max_occupants) ? m->cfg.max_occupants : v;
-            else if (which == 9) r->histlen = v > m->cfg.max_history ? m->cfg.max_history : v;
-            else r->defhist = v;
-        }
+        int nt = split_line(ln, tok);
+        line++;
+        if (nt == 0 || ended) why = "bad line";
+        else if (line == 1) {
+            if (nt != 2 || strcmp(tok[0], "couplet-room") || strcmp(tok[1], "1")) why = "not a room file";
+        } else if (decode_tokens(tok, nt) < 0) why = "bad escape";
+        else if (!r) r = load_name(m, tok, nt, &why);
+        else why = load_line(m, r, tok, nt, &ended);
     }
-    if (!ended) { line++; why = "unexpected end of file"; goto fail; }
-    rc = 0;
+    if (!why && !ended) { line++; why = "unexpected end of file"; }
     free(data);
-    return rc;
-fail:
+    if (!why) return 0;
     snprintf(err, errlen, "%s:%d: %s", path, line, why);
     if (r) room_unlink(m, r);
-    free(data);
     return -1;
 }
 
-static int rooms_load(muc_service *m, char *err, size_t errlen)
+static MUST_USE int rooms_load(muc_service *m, char *err, size_t errlen)
 {
     char dir[4096];
     snprintf(dir, sizeof dir, "%s/rooms", m->data_dir);
@@ -955,14 +1353,14 @@ static void room_reap(muc_service *m, room *r)
 
 /* ------------------------------------------------------------------ history and subject */
 
-static void history_add(muc_service *m, room *r, const enc *e)
+static void history_add(room *r, const enc *e)
 {
     if (r->histlen <= 0 || e->b.oom || !e->b.data) return;
     if (!r->hist || r->hist_cap != (unsigned)r->histlen) {
         /* (re)size the ring, keeping the newest entries */
         unsigned cap = (unsigned)r->histlen;
         hist_entry *nh = calloc(cap, sizeof *nh);
-        if (!nh) return;
+        if (!nh) { log_err("muc: out of memory: a message to %s is not kept in its history", r->jid); return; }
         unsigned keep = r->hist_count < cap ? r->hist_count : cap;
         for (unsigned i = 0; i < r->hist_count; i++) {
             hist_entry *he = &r->hist[(r->hist_head + i) % r->hist_cap];
@@ -976,7 +1374,7 @@ static void history_add(muc_service *m, room *r, const enc *e)
         r->hist_count = keep;
     }
     char *d = malloc(e->b.len + 1);
-    if (!d) return;
+    if (!d) { log_err("muc: out of memory: a message to %s is not kept in its history", r->jid); return; }
     memcpy(d, e->b.data, e->b.len + 1);
     hist_entry *slot;
     if (r->hist_count == r->hist_cap) {
@@ -988,7 +1386,6 @@ static void history_add(muc_service *m, room *r, const enc *e)
     slot->len = (unsigned)e->b.len;
     slot->split = (unsigned)e->split;
     slot->when = time(NULL);
-    (void)m;
 }
 
 static void history_send(muc_service *m, room *r, session *s, const xml_node *req)
@@ -1038,19 +1435,30 @@ static void enc_subject(enc *e, const room *r)
     } else xml_buf_puts(b, "><subject/></message>");
 }
 
+
 /* ------------------------------------------------------------------ presence handling */
 
-static void store_payload(muc_service *m, occupant *o, const xml_node *st)
+/* keeps the presence's children (show, status, caps) to repeat them; -1 (the old ones kept) on out of memory */
+static MUST_USE int store_payload(muc_service *m, occupant *o, const xml_node *st)
 {
     xml_buf *b = &m->tmp.b;
+    char *p = NULL;
     xml_buf_reset(b);
     for (const xml_node *c = st->children; c; c = c->next) {
         if (!c->name) continue;
         if (!strcmp(c->name, "x") && (!strcmp(c->ns, NS_MUC) || !strcmp(c->ns, NS_MUC_USER))) continue;
         xml_serialize(b, c, XML_NS_CLIENT);
     }
+    if (b->oom || (b->len && !(p = xstrdup(b->data)))) return -1;
     free(o->payload);
-    o->payload = (b->len && !b->oom) ? xstrdup(b->data) : NULL;
+    o->payload = p;
+    return 0;
+}
+
+/* where the presence goes out anyway (leaving, a nick change under way): the old payload stands in */
+static void store_payload_or_log(muc_service *m, occupant *o, const xml_node *st)
+{
+    if (store_payload(m, o, st) < 0) log_err("muc: out of memory: %s's presence goes out with its old status", o->nick);
 }
 
 static void join_output(muc_service *m, room *r, occupant *o, session *s, int created, const xml_node *mucx)
@@ -1072,38 +1480,54 @@ static void join_output(muc_service *m, room *r, occupant *o, session *s, int cr
     send_session(m, r, s, &m->tmp);
 }
 
-static void presence_join(muc_service *m, room *r, const xml_node *st, const char *nick, int created)
+/* XEP-0045's entry rules for a newcomer; NULL, or the error as "type condition" */
+static const char *join_check(muc_service *m, const muc_ctx *cx, room *r, const char *nick, int aff,
+                              const xml_node *mucx)
 {
-    const xml_node *mucx = xml_child(st, "x", NS_MUC);
-    int aff = effective_aff(m, r, m->bare);
+    if (aff == AFF_OUTCAST) return "auth forbidden";
+    if (r->membersonly && aff < AFF_MEMBER) return "auth registration-required";
+    const char *holder = reserved_nick_owner(r, nick);
+    if (holder && strcmp(holder, cx->bare)) return "cancel conflict";
+    if (r->password && *r->password && aff < AFF_OWNER) {
+        const xml_node *pw = mucx ? xml_child(mucx, "password", NS_MUC) : NULL;
+        if (!pw || strcmp(xml_text(pw), r->password)) return "auth not-authorized";
+    }
+    if (r->maxusers > 0 && (int)r->noccupants >= r->maxusers && aff < AFF_ADMIN) return "wait service-unavailable";
+    if (m->cfg.max_rooms_per_user > 0 && user_rooms_count(m, cx->bare) >= (unsigned)m->cfg.max_rooms_per_user)
+        return "cancel policy-violation";
+    return NULL;
+}
+
+/* err is "type condition" */
+static void send_error_pair(muc_service *m, const muc_ctx *cx, const char *err, const char *by)
+{
+    char et[16];
+    const char *sp = strchr(err, ' ');
+    snprintf(et, sizeof et, "%.*s", (int)(sp - err), err);
+    send_error(m, cx, et, sp + 1, by);
+}
+
+static void presence_join(muc_service *m, const muc_ctx *cx, room *r, const char *nick, int created)
+{
+    const xml_node *mucx = xml_child(cx->st, "x", NS_MUC);
+    int aff = effective_aff(m, r, cx->bare);
     occupant *o = find_nick(r, nick);
-    if (o && strcmp(o->bare, m->bare)) { send_error(m, st, "cancel", "conflict", r->jid); return; }
+    if (o && strcmp(o->bare, cx->bare)) { send_error(m, cx, "cancel", "conflict", r->jid); return; }
     if (!o) {
-        if (aff == AFF_OUTCAST) { send_error(m, st, "auth", "forbidden", r->jid); return; }
-        if (r->membersonly && aff < AFF_MEMBER) { send_error(m, st, "auth", "registration-required", r->jid); return; }
-        const char *holder = reserved_nick_owner(r, nick);
-        if (holder && strcmp(holder, m->bare)) { send_error(m, st, "cancel", "conflict", r->jid); return; }
-        if (r->password && *r->password && aff < AFF_OWNER) {
-            const xml_node *pw = mucx ? xml_child(mucx, "password", NS_MUC) : NULL;
-            if (!pw || strcmp(xml_text(pw), r->password)) { send_error(m, st, "auth", "not-authorized", r->jid); return; }
-        }
-        if (r->maxusers > 0 && (int)r->noccupants >= r->maxusers && aff < AFF_ADMIN) {
-            send_error(m, st, "wait", "service-unavailable", r->jid);
-            return;
-        }
-        if (m->cfg.max_rooms_per_user > 0 && user_rooms_count(m, m->bare) >= (unsigned)m->cfg.max_rooms_per_user) {
-            send_error(m, st, "cancel", "policy-violation", r->jid);
-            return;
-        }
-        o = occupant_add(r, nick, m->bare, m->from);
-        if (o && user_rooms_add(m, m->bare, +1) < 0) {
+        const char *err = join_check(m, cx, r, nick, aff, mucx);
+        if (err) { send_error_pair(m, cx, err, r->jid); return; }
+        o = occupant_add(r, nick, cx->bare, cx->full);
+        if (o && user_rooms_enter(m, cx->bare) < 0) {
             occupant_free(r, o);
             o = NULL;
         }
-        if (!o) { send_error(m, st, "wait", "resource-constraint", r->jid); return; }
+        if (o && store_payload(m, o, cx->st) < 0) {
+            occupant_drop(m, r, o);
+            o = NULL;
+        }
+        if (!o) { send_error(m, cx, "wait", "resource-constraint", r->jid); return; }
         o->aff = (unsigned char)aff;
         o->role = (unsigned char)role_for(r, aff);
-        store_payload(m, o, st);
         join_output(m, r, o, o->sessions, created, mucx);
         if (o->sessions->dead) {
             /* gone before anyone else heard of it: leave without a word */
@@ -1115,54 +1539,87 @@ static void presence_join(muc_service *m, room *r, const xml_node *st, const cha
         return;
     }
     /* another session of the same user under the same nick: only that session hears about it */
-    session *s = session_add(r, o, m->from);
-    if (!s) { send_error(m, st, "wait", "resource-constraint", r->jid); return; }
+    session *s = session_add(r, o, cx->full);
+    if (!s) { send_error(m, cx, "wait", "resource-constraint", r->jid); return; }
     join_output(m, r, o, s, 0, mucx);
 }
 
-static void presence_nick_change(muc_service *m, room *r, occupant *o, const xml_node *st, const char *nick)
+static void presence_nick_change(muc_service *m, const muc_ctx *cx, room *r, occupant *o, const char *nick)
 {
     occupant *other = find_nick(r, nick);
     const char *holder = reserved_nick_owner(r, nick);
-    if (other || (holder && strcmp(holder, o->bare))) { send_error(m, st, "cancel", "conflict", r->jid); return; }
+    if (other || (holder && strcmp(holder, o->bare))) { send_error(m, cx, "cancel", "conflict", r->jid); return; }
+    occupant *no = occupant_alloc_named(nick);
+    if (!no) { send_error(m, cx, "wait", "resource-constraint", r->jid); return; }
     pres_spec p = current_spec(o);
     p.type = "unavailable";
     p.new_nick = nick;
     broadcast_presence(m, r, o, &p, 1);
-    occupant *no = occupant_rename(r, o, nick);
-    if (!no) return;
-    store_payload(m, no, st);
+    no = occupant_rename(r, o, no, nick);
+    store_payload_or_log(m, no, cx->st);
     p = current_spec(no);
     broadcast_presence(m, r, no, &p, 1);
 }
 
-static void handle_presence(muc_service *m, room *r, const xml_node *st, const char *nick)
+/* a join to an unknown room creates it, owned by the joiner; NULL (answered) when that is refused */
+static room *room_create(muc_service *m, const muc_ctx *cx)
 {
-    const char *type = xml_attr_get(st, "type");
-    session *s = r ? find_session(r, m->from) : NULL;
+    char roomjid[JID_MAX];
+    snprintf(roomjid, sizeof roomjid, "%s@%s", cx->to.local, m->domain);
+    if (!is_server_admin(m, cx->bare) && !m->cfg.create_rooms) {
+        send_error(m, cx, "cancel", "not-allowed", roomjid);
+        return NULL;
+    }
+    if (m->cfg.max_rooms > 0 && m->nrooms >= (size_t)m->cfg.max_rooms) {
+        send_error(m, cx, "wait", "resource-constraint", roomjid);
+        return NULL;
+    }
+    room *r = room_new(m, cx->to.local);
+    if (!r || set_aff(r, cx->bare, AFF_OWNER, NULL) < 0) {
+        if (r) room_unlink(m, r);
+        send_error(m, cx, "wait", "resource-constraint", roomjid);
+        return NULL;
+    }
+    /* a room persistent from the start is on disk before its creator is in it */
+    if (room_save(m, r) < 0) {
+        room_unlink(m, r);
+        send_error(m, cx, "wait", "internal-server-error", roomjid);
+        return NULL;
+    }
+    return r;
+}
+
+/* one session of several leaves: only it is told */
+static void session_leave(muc_service *m, room *r, occupant *o, session *s)
+{
+    pres_spec p = current_spec(o);
+    p.type = "unavailable";
+    p.role = ROLE_NONE;
+    enc_presence(&m->tmp, r, o, &p, 1, 1);
+    send_session(m, r, s, &m->tmp);
+    session_remove(r, s);
+}
+
+static void presence_probe(muc_service *m, const muc_ctx *cx, room *r, occupant *o, const char *nick)
+{
+    occupant *t = r && *nick ? find_nick(r, nick) : NULL;
+    if (!t) { send_error(m, cx, "cancel", "item-not-found", r ? r->jid : NULL); return; }
+    pres_spec p = current_spec(t);
+    enc_presence(&m->tmp, r, t, &p, t == o || (o && can_see_jids(r, o)), t == o);
+    enc_send_any(m, &m->tmp, cx->full);
+}
+
+static void handle_presence(muc_service *m, const muc_ctx *cx, room *r)
+{
+    const char *type = xml_attr_get(cx->st, "type"), *nick = cx->to.resource;
+    session *s = r ? find_session(r, cx->full) : NULL;
     occupant *o = s ? s->occ : NULL;
 
-    if (type && !strcmp(type, "probe")) {
-        occupant *t = r && *nick ? find_nick(r, nick) : NULL;
-        if (!t) { send_error(m, st, "cancel", "item-not-found", r ? r->jid : NULL); return; }
-        pres_spec p = current_spec(t);
-        enc_presence(&m->tmp, r, t, &p, t == o || (o && can_see_jids(r, o)), t == o);
-        enc_send(m, &m->tmp, m->from);
-        return;
-    }
+    if (type && !strcmp(type, "probe")) { presence_probe(m, cx, r, o, nick); return; }
     if (type && (!strcmp(type, "unavailable") || !strcmp(type, "error"))) {
         if (!o) return;
-        if (o->sessions->next) {
-            /* one of several sessions leaves: only it is told */
-            pres_spec p = current_spec(o);
-            p.type = "unavailable";
-            p.role = ROLE_NONE;
-            enc_presence(&m->tmp, r, o, &p, 1, 1);
-            send_session(m, r, s, &m->tmp);
-            session_remove(r, s);
-            return;
-        }
-        store_payload(m, o, st);
+        if (o->sessions->next) { session_leave(m, r, o, s); return; }
+        store_payload_or_log(m, o, cx->st);
         pres_spec p = current_spec(o);
         p.type = "unavailable";
         p.role = ROLE_NONE;
@@ -1170,39 +1627,22 @@ static void handle_presence(muc_service *m, room *r, const xml_node *st, const c
         return;
     }
     if (type) return;   /* subscriptions are not for rooms */
-    if (!*nick) { send_error(m, st, "modify", "jid-malformed", r ? r->jid : NULL); return; }
-    if (!jid_resource_valid(nick)) { send_error(m, st, "modify", "jid-malformed", r ? r->jid : NULL); return; }
+    if (!*nick || !jid_resource_valid(nick)) {
+        send_error(m, cx, "modify", "jid-malformed", r ? r->jid : NULL);
+        return;
+    }
     if (o) {
-        if (strcmp(o->nick, nick)) { presence_nick_change(m, r, o, st, nick); return; }
-        store_payload(m, o, st);
+        if (strcmp(o->nick, nick)) { presence_nick_change(m, cx, r, o, nick); return; }
+        /* a status update that cannot be kept is refused, not broadcast stale */
+        if (store_payload(m, o, cx->st) < 0) { send_error(m, cx, "wait", "resource-constraint", r->jid); return; }
         pres_spec p = current_spec(o);
         broadcast_presence(m, r, o, &p, 1);
         return;
     }
-    int created = 0;
-    if (!r) {
-        char roomjid[JID_MAX];
-        snprintf(roomjid, sizeof roomjid, "%s@%s", m->tj.local, m->domain);
-        int admin = m->host.is_admin && m->host.is_admin(m->host.ud, m->bare);
-        if (!admin && !m->cfg.create_rooms) {
-            send_error(m, st, "cancel", "not-allowed", roomjid);
-            return;
-        }
-        if (m->cfg.max_rooms > 0 && m->nrooms >= (size_t)m->cfg.max_rooms) {
-            send_error(m, st, "wait", "resource-constraint", roomjid);
-            return;
-        }
-        r = room_new(m, m->tj.local);
-        if (!r || set_aff(r, m->bare, AFF_OWNER, NULL) < 0) {
-            if (r) room_unlink(m, r);
-            send_error(m, st, "wait", "resource-constraint", roomjid);
-            return;
-        }
-        created = 1;
-        m->touched = r;
-        room_save(m, r);
-    }
-    presence_join(m, r, st, nick, created);
+    int created = !r;
+    if (!r && !(r = room_create(m, cx))) return;
+    m->touched = r;
+    presence_join(m, cx, r, nick, created);
     m->touched = r;
 }
 
@@ -1216,135 +1656,158 @@ static void broadcast_enc(muc_service *m, room *r, const enc *e)
 /* sends a message built from room-level text to every occupant; jid_only: only those who see JIDs */
 static void send_room_message(muc_service *m, room *r, const xml_node *msg, int jid_only)
 {
-    enc_tree(&m->e[0], msg);
+    if (enc_tree(m, &m->e[0], msg) < 0) return;
     for (occupant *q = r->first; q; q = q->next)
         if (!jid_only || can_see_jids(r, q)) send_occupant(m, r, q, &m->e[0]);
 }
 
-static void handle_invites(muc_service *m, room *r, occupant *o, const xml_node *st, const xml_node *x)
+/* a copy of the stanza from the occupant's room JID, to be addressed per recipient */
+static xml_node *copy_from_occupant(muc_service *m, const room *r, const occupant *o, const xml_node *st)
 {
-    const xml_node *inv = xml_child(x, "invite", NS_MUC_USER);
-    if (inv) {
-        if (!o) { send_error(m, st, "modify", "not-acceptable", r->jid); return; }
-        int may = r->membersonly ? (o->aff >= AFF_ADMIN || r->allowinvites) : 1;
-        if (!may) { send_error(m, st, "auth", "forbidden", r->jid); return; }
-        for (; inv; inv = xml_next_child(inv, "invite", NS_MUC_USER)) {
-            const char *to = xml_attr_get(inv, "to");
-            if (!to || jid_parse(to, &m->fj) < 0) { send_error(m, st, "modify", "jid-malformed", r->jid); return; }
-            char ibare[JID_MAX], ifull[JID_MAX];
-            jid_bare(&m->fj, ibare, sizeof ibare);
-            jid_full(&m->fj, ifull, sizeof ifull);
-            if (r->membersonly && room_aff(r, ibare) == AFF_NONE) {
-                set_aff(r, ibare, AFF_MEMBER, NULL);
-                room_save(m, r);
-            }
-            xml_node *msg = xml_node_new(m->arena, "message", XML_NS_CLIENT);
-            if (!msg) return;
-            xml_set_attr(m->arena, msg, "from", r->jid);
-            const char *id = xml_attr_get(st, "id");
-            if (id) xml_set_attr(m->arena, msg, "id", id);
-            xml_node *ux = xml_add_child(m->arena, msg, "x", NS_MUC_USER);
-            xml_node *in = xml_add_child(m->arena, ux, "invite", NULL);
-            xml_set_attr(m->arena, in, "from", m->bare);
-            const xml_node *reason = xml_child(inv, "reason", NS_MUC_USER);
-            if (reason) xml_add_child_text(m->arena, in, "reason", NULL, xml_text(reason));
-            if (r->password && *r->password) xml_add_child_text(m->arena, ux, "password", NULL, r->password);
-            send_tree(m, msg, ifull);
-        }
-        return;
-    }
-    const xml_node *dec = xml_child(x, "decline", NS_MUC_USER);
-    if (dec) {
-        const char *to = xml_attr_get(dec, "to");
-        if (!to || jid_parse(to, &m->fj) < 0) { send_error(m, st, "modify", "jid-malformed", r->jid); return; }
-        char dfull[JID_MAX];
-        jid_full(&m->fj, dfull, sizeof dfull);
-        xml_node *msg = xml_node_new(m->arena, "message", XML_NS_CLIENT);
-        if (!msg) return;
-        xml_set_attr(m->arena, msg, "from", r->jid);
-        xml_node *ux = xml_add_child(m->arena, msg, "x", NS_MUC_USER);
-        xml_node *d = xml_add_child(m->arena, ux, "decline", NULL);
-        xml_set_attr(m->arena, d, "from", m->bare);
-        const xml_node *reason = xml_child(dec, "reason", NS_MUC_USER);
-        if (reason) xml_add_child_text(m->arena, d, "reason", NULL, xml_text(reason));
-        send_tree(m, msg, dfull);
-        return;
-    }
-    send_error(m, st, "modify", "bad-request", r->jid);
+    char from[JID_MAX * 2];
+    xml_node *copy = t_copy(m, st);
+    snprintf(from, sizeof from, "%s/%s", r->jid, o->nick);
+    /* checked where it is encoded: a copy still from the real JID must never go out */
+    t_attr(m, copy, "from", from);
+    t_attr(m, copy, "to", NULL);
+    return copy;
 }
 
-static void handle_groupchat(muc_service *m, room *r, occupant *o, const xml_node *st)
+/* an invitation into a members-only room makes the invitee a member, stored before the invitation goes */
+static MUST_USE int invite_member(muc_service *m, const muc_ctx *cx, room *r, const char *bare)
 {
-    if (!o) { send_error(m, st, "modify", "not-acceptable", r->jid); return; }
-    if (o->role < ROLE_PARTICIPANT) { send_error(m, st, "auth", "forbidden", r->jid); return; }
+    room_snapshot s;
+    if (snapshot_begin(r, &s, 0) < 0 || set_aff(r, bare, AFF_MEMBER, NULL) < 0) return change_fail(m, cx, r, &s);
+    return change_commit(m, cx, r, &s);
+}
+
+static void send_invites(muc_service *m, const muc_ctx *cx, room *r, occupant *o, const xml_node *inv)
+{
+    if (!o) { send_error(m, cx, "modify", "not-acceptable", r->jid); return; }
+    int may = r->membersonly ? (o->aff >= AFF_ADMIN || r->allowinvites) : 1;
+    if (!may) { send_error(m, cx, "auth", "forbidden", r->jid); return; }
+    for (; inv; inv = xml_next_child(inv, "invite", NS_MUC_USER)) {
+        const char *to = xml_attr_get(inv, "to"), *id = xml_attr_get(cx->st, "id");
+        jid j;
+        char ibare[JID_MAX], ifull[JID_MAX];
+        if (!to || jid_parse(to, &j) < 0 || jid_bare(&j, ibare, sizeof ibare) < 0 ||
+            jid_full(&j, ifull, sizeof ifull) < 0) {
+            send_error(m, cx, "modify", "jid-malformed", r->jid);
+            return;
+        }
+        if (r->membersonly && room_aff(r, ibare) == AFF_NONE && invite_member(m, cx, r, ibare) < 0) return;
+        xml_node *msg = t_node(m, "message", XML_NS_CLIENT);
+        t_attr(m, msg, "from", r->jid);
+        if (id) t_attr(m, msg, "id", id);
+        xml_node *ux = t_child(m, msg, "x", NS_MUC_USER);
+        xml_node *in = t_child(m, ux, "invite", NULL);
+        t_attr(m, in, "from", cx->bare);
+        const xml_node *reason = xml_child(inv, "reason", NS_MUC_USER);
+        if (reason) t_text(m, in, "reason", NULL, xml_text(reason));
+        if (r->password && *r->password) t_text(m, ux, "password", NULL, r->password);
+        send_tree(m, msg, ifull);
+    }
+}
+
+static void send_decline(muc_service *m, const muc_ctx *cx, room *r, const xml_node *dec)
+{
+    const char *to = xml_attr_get(dec, "to");
+    jid j;
+    char dfull[JID_MAX];
+    if (!to || jid_parse(to, &j) < 0 || jid_full(&j, dfull, sizeof dfull) < 0) {
+        send_error(m, cx, "modify", "jid-malformed", r->jid);
+        return;
+    }
+    xml_node *msg = t_node(m, "message", XML_NS_CLIENT);
+    t_attr(m, msg, "from", r->jid);
+    xml_node *ux = t_child(m, msg, "x", NS_MUC_USER);
+    xml_node *d = t_child(m, ux, "decline", NULL);
+    t_attr(m, d, "from", cx->bare);
+    const xml_node *reason = xml_child(dec, "reason", NS_MUC_USER);
+    if (reason) t_text(m, d, "reason", NULL, xml_text(reason));
+    send_tree(m, msg, dfull);
+}
+
+static void handle_invites(muc_service *m, const muc_ctx *cx, room *r, occupant *o, const xml_node *x)
+{
+    const xml_node *inv = xml_child(x, "invite", NS_MUC_USER), *dec;
+    if (inv) send_invites(m, cx, r, o, inv);
+    else if ((dec = xml_child(x, "decline", NS_MUC_USER))) send_decline(m, cx, r, dec);
+    else send_error(m, cx, "modify", "bad-request", r->jid);
+}
+
+/* a subject-only message: the new subject is stored before anyone sees it; -1 when answered instead */
+static MUST_USE int set_subject(muc_service *m, const muc_ctx *cx, room *r, const occupant *o, const xml_node *subj)
+{
+    if (!r->changesubject && o->role != ROLE_MODERATOR) { send_error(m, cx, "auth", "forbidden", r->jid); return -1; }
+    const char *t = xml_text(subj);
+    char *ns = *t ? xstrdup(t) : NULL, *nn = xstrdup(o->nick);
+    room_snapshot s;
+    /* both copies first: a temporary room has no snapshot to go back to */
+    if ((*t && !ns) || !nn || snapshot_begin(r, &s, 0) < 0) {
+        free(ns);
+        free(nn);
+        send_error(m, cx, "wait", "resource-constraint", r->jid);
+        return -1;
+    }
+    free(r->subject);
+    free(r->subject_nick);
+    r->subject = ns;
+    r->subject_nick = nn;
+    return change_commit(m, cx, r, &s);
+}
+
+static void handle_groupchat(muc_service *m, const muc_ctx *cx, room *r, occupant *o)
+{
+    const xml_node *st = cx->st;
+    if (!o) { send_error(m, cx, "modify", "not-acceptable", r->jid); return; }
+    if (o->role < ROLE_PARTICIPANT) { send_error(m, cx, "auth", "forbidden", r->jid); return; }
     const xml_node *body = xml_child(st, "body", XML_NS_CLIENT);
     const xml_node *subj = xml_child(st, "subject", XML_NS_CLIENT);
-    if (subj && !body) {
-        if (!r->changesubject && o->role != ROLE_MODERATOR) { send_error(m, st, "auth", "forbidden", r->jid); return; }
-        const char *t = xml_text(subj);
-        char *ns = *t ? xstrdup(t) : NULL, *nn = xstrdup(o->nick);
-        if ((*t && !ns) || !nn) { free(ns); free(nn); send_error(m, st, "wait", "resource-constraint", r->jid); return; }
-        free(r->subject); free(r->subject_nick);
-        r->subject = ns;
-        r->subject_nick = nn;
-        room_save(m, r);
-    }
-    xml_node *copy = xml_copy(m->arena, st);
-    if (!copy) return;
-    char from[JID_MAX * 2];
-    snprintf(from, sizeof from, "%s/%s", r->jid, o->nick);
-    xml_set_attr(m->arena, copy, "from", from);
-    xml_set_attr(m->arena, copy, "to", NULL);
-    enc_tree(&m->e[0], copy);
+    if (subj && !body && set_subject(m, cx, r, o, subj) < 0) return;
+    xml_node *copy = copy_from_occupant(m, r, o, st);
+    if (enc_tree(m, &m->e[0], copy) < 0) { send_error(m, cx, "wait", "resource-constraint", r->jid); return; }
     if (body) {
         char stamp[32];
         fmt_stamp(stamp, sizeof stamp, time(NULL));
-        xml_node *d = xml_add_child(m->arena, copy, "delay", NS_DELAY);
-        if (d) {
-            xml_set_attr(m->arena, d, "from", r->jid);
-            xml_set_attr(m->arena, d, "stamp", stamp);
-            enc_tree(&m->hist, copy);
-            history_add(m, r, &m->hist);
-        }
+        xml_node *d = t_child(m, copy, "delay", NS_DELAY);
+        t_attr(m, d, "from", r->jid);
+        t_attr(m, d, "stamp", stamp);
+        if (enc_tree(m, &m->hist, copy) == 0) history_add(r, &m->hist);
     }
     broadcast_enc(m, r, &m->e[0]);
 }
 
-static void handle_private(muc_service *m, room *r, occupant *o, const xml_node *st, const char *nick)
+static void handle_private(muc_service *m, const muc_ctx *cx, room *r, occupant *o, const char *nick)
 {
-    if (!o) { send_error(m, st, "modify", "not-acceptable", r->jid); return; }
+    if (!o) { send_error(m, cx, "modify", "not-acceptable", r->jid); return; }
     int allowed = r->allowpm == PM_ANYONE || (r->allowpm == PM_PARTICIPANTS && o->role >= ROLE_PARTICIPANT) ||
                   (r->allowpm == PM_MODERATORS && o->role == ROLE_MODERATOR);
-    if (!allowed) { send_error(m, st, "cancel", "not-allowed", r->jid); return; }
+    if (!allowed) { send_error(m, cx, "cancel", "not-allowed", r->jid); return; }
     occupant *t = find_nick(r, nick);
-    if (!t) { send_error(m, st, "cancel", "item-not-found", r->jid); return; }
-    xml_node *copy = xml_copy(m->arena, st);
-    if (!copy) return;
-    char from[JID_MAX * 2];
-    snprintf(from, sizeof from, "%s/%s", r->jid, o->nick);
-    xml_set_attr(m->arena, copy, "from", from);
-    xml_set_attr(m->arena, copy, "to", NULL);
-    if (!xml_child(copy, "x", NS_MUC_USER)) xml_add_child(m->arena, copy, "x", NS_MUC_USER);
-    enc_tree(&m->e[0], copy);
+    if (!t) { send_error(m, cx, "cancel", "item-not-found", r->jid); return; }
+    xml_node *copy = copy_from_occupant(m, r, o, cx->st);
+    if (copy && !xml_child(copy, "x", NS_MUC_USER)) t_child(m, copy, "x", NS_MUC_USER);
+    if (enc_tree(m, &m->e[0], copy) < 0) { send_error(m, cx, "wait", "resource-constraint", r->jid); return; }
     send_occupant(m, r, t, &m->e[0]);
 }
 
-static void handle_message(muc_service *m, room *r, const xml_node *st, const char *nick)
+static void handle_message(muc_service *m, const muc_ctx *cx, room *r)
 {
-    const char *type = xml_attr_get(st, "type");
+    const char *type = xml_attr_get(cx->st, "type"), *nick = cx->to.resource;
     if (type && !strcmp(type, "error")) return;
-    if (!r) { send_error(m, st, "cancel", "item-not-found", NULL); return; }
-    session *s = find_session(r, m->from);
+    if (!r) { send_error(m, cx, "cancel", "item-not-found", NULL); return; }
+    session *s = find_session(r, cx->full);
     occupant *o = s ? s->occ : NULL;
     if (*nick) {
-        if (type && !strcmp(type, "groupchat")) { send_error(m, st, "modify", "bad-request", r->jid); return; }
-        handle_private(m, r, o, st, nick);
+        if (type && !strcmp(type, "groupchat")) { send_error(m, cx, "modify", "bad-request", r->jid); return; }
+        handle_private(m, cx, r, o, nick);
         return;
     }
-    if (type && !strcmp(type, "groupchat")) { handle_groupchat(m, r, o, st); return; }
-    const xml_node *x = xml_child(st, "x", NS_MUC_USER);
-    if (x) { handle_invites(m, r, o, st, x); return; }
-    send_error(m, st, "modify", "bad-request", r->jid);
+    if (type && !strcmp(type, "groupchat")) { handle_groupchat(m, cx, r, o); return; }
+    const xml_node *x = xml_child(cx->st, "x", NS_MUC_USER);
+    if (x) { handle_invites(m, cx, r, o, x); return; }
+    send_error(m, cx, "modify", "bad-request", r->jid);
 }
 
 /* ------------------------------------------------------------------ data forms */
@@ -1352,68 +1815,56 @@ static void handle_message(muc_service *m, room *r, const xml_node *st, const ch
 static xml_node *form_field(muc_service *m, xml_node *x, const char *var, const char *type, const char *label,
                             const char *value)
 {
-    xml_node *f = xml_add_child(m->arena, x, "field", NULL);
-    if (!f) return NULL;
-    xml_set_attr(m->arena, f, "var", var);
-    if (type) xml_set_attr(m->arena, f, "type", type);
-    if (label) xml_set_attr(m->arena, f, "label", label);
-    if (value) xml_add_child_text(m->arena, f, "value", NULL, value);
+    xml_node *f = t_child(m, x, "field", NULL);
+    t_attr(m, f, "var", var);
+    if (type) t_attr(m, f, "type", type);
+    if (label) t_attr(m, f, "label", label);
+    if (value) t_text(m, f, "value", NULL, value);
     return f;
 }
 
 static void form_option(muc_service *m, xml_node *f, const char *label, const char *value)
 {
-    xml_node *o = xml_add_child(m->arena, f, "option", NULL);
-    if (!o) return;
-    xml_set_attr(m->arena, o, "label", label);
-    xml_add_child_text(m->arena, o, "value", NULL, value);
+    xml_node *o = t_child(m, f, "option", NULL);
+    t_attr(m, o, "label", label);
+    t_text(m, o, "value", NULL, value);
 }
 
 static const char *bstr(int b) { return b ? "1" : "0"; }
 
-static xml_node *config_form(muc_service *m, room *r)
+/* the field's single value as the form shows it; NULL for a role set (one value per role) */
+static const char *setting_form_value(const room *r, const setting *s, char *num, size_t n)
 {
-    xml_node *x = xml_node_new(m->arena, "x", NS_XDATA);
-    char num[3][16];
-    if (!x) return NULL;
-    xml_set_attr(m->arena, x, "type", "form");
-    xml_add_child_text(m->arena, x, "title", NULL, "Room configuration");
-    form_field(m, x, "FORM_TYPE", "hidden", NULL, FORM_CONFIG);
-    form_field(m, x, "muc#roomconfig_roomname", "text-single", "Title", r->title ? r->title : "");
-    form_field(m, x, "muc#roomconfig_roomdesc", "text-single", "Description", r->desc ? r->desc : "");
-    form_field(m, x, "muc#roomconfig_lang", "text-single", "Language", r->lang ? r->lang : "");
-    form_field(m, x, "muc#roomconfig_persistentroom", "boolean", "Persistent", bstr(r->persistent));
-    form_field(m, x, "muc#roomconfig_publicroom", "boolean", "Listed in the directory", bstr(r->public_room));
-    form_field(m, x, "muc#roomconfig_changesubject", "boolean", "Occupants may change the subject", bstr(r->changesubject));
-    form_field(m, x, "muc#roomconfig_allowinvites", "boolean", "Occupants may invite", bstr(r->allowinvites));
-    xml_node *f = form_field(m, x, "muc#roomconfig_allowpm", "list-single", "Who may send private messages",
-                             pm_names[r->allowpm]);
-    if (f) {
-        form_option(m, f, "Anyone", "anyone");
-        form_option(m, f, "Participants", "participants");
-        form_option(m, f, "Moderators", "moderators");
-        form_option(m, f, "Nobody", "none");
+    const char *str = setting_is_text(s) || s->kind == SK_PROTECTED ? setting_cstr(r, s) : NULL;
+    if (setting_is_text(s)) return str ? str : "";
+    if (s->kind == SK_PROTECTED) return bstr(str && *str);
+    int v = setting_num(r, s);
+    switch (s->kind) {
+    case SK_BOOL: return bstr(v);
+    case SK_CHOICE: return v < s->nnames ? s->names[v] : "";
+    case SK_ROLES: return NULL;
+    default: snprintf(num, n, "%d", v); return num;
     }
-    form_field(m, x, "muc#roomconfig_passwordprotectedroom", "boolean", "Password protected",
-               bstr(r->password && *r->password));
-    form_field(m, x, "muc#roomconfig_roomsecret", "text-private", "Password", r->password ? r->password : "");
-    form_field(m, x, "muc#roomconfig_membersonly", "boolean", "Members only", bstr(r->membersonly));
-    form_field(m, x, "muc#roomconfig_moderatedroom", "boolean", "Moderated", bstr(r->moderated));
-    f = form_field(m, x, "muc#roomconfig_whois", "list-single", "Who may see real JIDs",
-                   r->whois_anyone ? "anyone" : "moderators");
-    if (f) { form_option(m, f, "Moderators", "moderators"); form_option(m, f, "Anyone", "anyone"); }
-    f = form_field(m, x, "muc#roomconfig_getmemberlist", "list-multi", "Roles that may see the member list", NULL);
-    if (f) {
+}
+
+static void form_setting(muc_service *m, xml_node *x, const room *r, const setting *s)
+{
+    char var[64], num[16];
+    snprintf(var, sizeof var, CONFIG_VAR "%s", s->var);
+    xml_node *f = form_field(m, x, var, s->type, s->label, setting_form_value(r, s, num, sizeof num));
+    if (s->kind == SK_ROLES)
         for (int i = ROLE_VISITOR; i <= ROLE_MODERATOR; i++)
-            if (r->memberlist_roles & (1u << i)) xml_add_child_text(m->arena, f, "value", NULL, role_names[i]);
-        for (int i = ROLE_MODERATOR; i >= ROLE_VISITOR; i--) form_option(m, f, role_names[i], role_names[i]);
-    }
-    snprintf(num[0], sizeof num[0], "%d", r->maxusers);
-    snprintf(num[1], sizeof num[1], "%d", r->histlen);
-    snprintf(num[2], sizeof num[2], "%d", r->defhist);
-    form_field(m, x, "muc#roomconfig_maxusers", "text-single", "Maximum occupants", num[0]);
-    form_field(m, x, "muc#roomconfig_historylength", "text-single", "Messages kept in history", num[1]);
-    form_field(m, x, "muc#roomconfig_defaulthistorymessages", "text-single", "Messages sent on joining", num[2]);
+            if (setting_num(r, s) & (1 << i)) t_text(m, f, "value", NULL, role_names[i]);
+    for (const form_opt *o = s->opts; o && o->label; o++) form_option(m, f, o->label, o->value);
+}
+
+static xml_node *config_form(muc_service *m, const room *r)
+{
+    xml_node *x = t_node(m, "x", NS_XDATA);
+    t_attr(m, x, "type", "form");
+    t_text(m, x, "title", NULL, "Room configuration");
+    form_field(m, x, "FORM_TYPE", "hidden", NULL, FORM_CONFIG);
+    for (size_t i = 0; i < NSETTINGS; i++) form_setting(m, x, r, &settings[i]);
     return x;
 }
 
@@ -1424,69 +1875,90 @@ static const char *field_value(const xml_node *f)
     return v ? xml_text(v) : "";
 }
 
-typedef struct room_settings {
-    const char *title, *desc, *lang, *secret;
-    int persistent, public_room, changesubject, allowinvites, allowpm, pwprotected, membersonly, moderated,
-        whois_anyone, memberlist_roles, maxusers, histlen, defhist;
-} room_settings;
-
-/* validates a submitted form into s (fields not given stay -1/NULL); NULL or the error condition */
-static const char *config_parse(muc_service *m, const room *r, const xml_node *x, room_settings *s)
+static const char *parse_roles(const xml_node *f, int *out)
 {
-    memset(s, 0, sizeof *s);
-    int *ints[] = { &s->persistent, &s->public_room, &s->changesubject, &s->allowinvites, &s->allowpm,
-                    &s->pwprotected, &s->membersonly, &s->moderated, &s->whois_anyone, &s->memberlist_roles,
-                    &s->maxusers, &s->histlen, &s->defhist };
-    for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) *ints[i] = -1;
-    static const char *const bools[] = { "persistentroom", "publicroom", "changesubject", "allowinvites", NULL,
-                                         "passwordprotectedroom", "membersonly", "moderatedroom" };
+    *out = 0;
+    for (const xml_node *v = xml_child(f, "value", NS_XDATA); v; v = xml_next_child(v, "value", NS_XDATA)) {
+        int ro = str_in(xml_text(v), role_names, 4);
+        if (ro <= ROLE_NONE) return "bad-request";
+        *out |= 1 << ro;
+    }
+    return NULL;
+}
+
+static const char *parse_count(const muc_service *m, const setting *s, const char *v, int *out)
+{
+    int bound = setting_bound(m, s);
+    /* a limit left empty is as high as allowed */
+    long n = s->kind == SK_LIMIT && !*v ? (bound > 0 ? bound : 0) : parse_uint(v);
+    if (n < 0) return "bad-request";
+    if (s->kind == SK_LIMIT ? bound > 0 && (n == 0 || n > bound) : n > bound) return "not-acceptable";
+    *out = (int)n;
+    return NULL;
+}
+
+/* one submitted field; NULL, or the error condition */
+static const char *setting_parse(const muc_service *m, const setting *s, const xml_node *f, setting_value *out)
+{
+    const char *v = field_value(f), *err = NULL;
+    switch (s->kind) {
+    case SK_TEXT: case SK_SECRET: out->str = v; break;
+    case SK_BOOL: case SK_PROTECTED: if ((out->num = parse_bool(v)) < 0) err = "bad-request"; break;
+    case SK_CHOICE: if ((out->num = str_in(v, s->names, s->nnames)) < 0) err = "bad-request"; break;
+    case SK_ROLES: err = parse_roles(f, &out->num); break;
+    default: err = parse_count(m, s, v, &out->num); break;
+    }
+    out->given = !err;
+    return err;
+}
+
+/* validates a submitted form into vals (one per setting; fields not given stay not given); NULL or the
+ * error condition */
+static const char *config_parse(const muc_service *m, const xml_node *x, setting_value *vals)
+{
+    memset(vals, 0, NSETTINGS * sizeof *vals);
     for (const xml_node *f = xml_child(x, "field", NS_XDATA); f; f = xml_next_child(f, "field", NS_XDATA)) {
-        const char *var = xml_attr_get(f, "var"), *v = field_value(f);
+        const char *var = xml_attr_get(f, "var"), *err;
         if (!var) return "bad-request";
         if (!strcmp(var, "FORM_TYPE")) {
+            const char *v = field_value(f);
             if (*v && strcmp(v, FORM_CONFIG)) return "bad-request";
             continue;
         }
-        if (strncmp(var, "muc#roomconfig_", 15)) continue;
-        const char *k = var + 15;
-        int bi = -1;
-        for (int i = 0; i < 8; i++) if (bools[i] && !strcmp(k, bools[i])) bi = i;
-        if (bi >= 0) {
-            int b = parse_bool(v);
-            if (b < 0) return "bad-request";
-            *ints[bi] = b;
-        } else if (!strcmp(k, "roomname")) s->title = v;
-        else if (!strcmp(k, "roomdesc")) s->desc = v;
-        else if (!strcmp(k, "lang")) s->lang = v;
-        else if (!strcmp(k, "roomsecret")) s->secret = v;
-        else if (!strcmp(k, "allowpm")) {
-            if ((s->allowpm = str_in(v, pm_names, 4)) < 0) return "bad-request";
-        } else if (!strcmp(k, "whois")) {
-            if (!strcmp(v, "anyone")) s->whois_anyone = 1;
-            else if (!strcmp(v, "moderators")) s->whois_anyone = 0;
-            else return "bad-request";
-        } else if (!strcmp(k, "getmemberlist")) {
-            s->memberlist_roles = 0;
-            for (const xml_node *vv = xml_child(f, "value", NS_XDATA); vv; vv = xml_next_child(vv, "value", NS_XDATA)) {
-                int ro = str_in(xml_text(vv), role_names, 4);
-                if (ro <= ROLE_NONE) return "bad-request";
-                s->memberlist_roles |= 1 << ro;
-            }
-        } else if (!strcmp(k, "maxusers")) {
-            long n = *v ? parse_uint(v) : (m->cfg.max_occupants > 0 ? m->cfg.max_occupants : 0);
-            if (n < 0) return "bad-request";
-            if ((n == 0 && m->cfg.max_occupants > 0) || (m->cfg.max_occupants > 0 && n > m->cfg.max_occupants))
-                return "not-acceptable";
-            s->maxusers = (int)n;
-        } else if (!strcmp(k, "historylength") || !strcmp(k, "defaulthistorymessages")) {
-            long n = parse_uint(v);
-            if (n < 0) return "bad-request";
-            if (n > m->cfg.max_history) return "not-acceptable";
-            if (k[0] == 'h') s->histlen = (int)n; else s->defhist = (int)n;
-        }
+        size_t pl = strlen(CONFIG_VAR);
+        const setting *s = strncmp(var, CONFIG_VAR, pl) ? NULL : setting_by_var(var + pl);
+        if (s && (err = setting_parse(m, s, f, &vals[s - settings]))) return err;
     }
-    (void)r;
+    /* turning protection off clears the secret, whatever secret came with it */
+    size_t p = setting_index_of_kind(SK_PROTECTED), sec = setting_index_of_kind(SK_SECRET);
+    if (vals[p].given && vals[p].num == 0) { vals[sec].given = 1; vals[sec].str = ""; }
     return NULL;
+}
+
+/* 1 when the room's value changed, 0 when it was the same, -1 on out of memory */
+static MUST_USE int setting_apply(room *r, const setting *s, const setting_value *v)
+{
+    if (!v->given || s->kind == SK_PROTECTED) return 0;
+    if (setting_is_text(s)) {
+        const char *cur = setting_cstr(r, s);
+        if (!strcmp(v->str, cur ? cur : "")) return 0;
+        return set_text(setting_str(r, s), v->str) < 0 ? -1 : 1;
+    }
+    if (v->num == setting_num(r, s)) return 0;
+    setting_set_num(r, s, v->num);
+    return 1;
+}
+
+/* 1 when anything changed, 0 when nothing did, -1 on out of memory (the room half changed) */
+static MUST_USE int settings_apply(room *r, const setting_value *vals)
+{
+    int changed = 0;
+    for (size_t i = 0; i < NSETTINGS; i++) {
+        int rc = setting_apply(r, &settings[i], &vals[i]);
+        if (rc < 0) return -1;
+        changed |= rc;
+    }
+    return changed;
 }
 
 /* ------------------------------------------------------------------ owner: configuration, destruction */
@@ -1505,111 +1977,93 @@ static void room_destroy(muc_service *m, room *r, const char *alt, const char *r
         enc_presence(&m->tmp, r, q, &p, 0, 0);
         send_occupant(m, r, q, &m->tmp);
     }
-    if (r->persistent) room_unsave(m, r);
+    /* the occupants are gone already; a file left behind brings the room back at the next start */
+    if (r->persistent && room_unsave(m, r) < 0) log_err("muc: %s was destroyed but its file stays", r->jid);
     r->destroyed = 1;
     m->touched = r;
 }
 
-static void config_apply(muc_service *m, room *r, const xml_node *st, const room_settings *s)
+/* 104 to the room, with 172/173 when who sees real JIDs changed */
+static void announce_config(muc_service *m, room *r, int was_anyone)
 {
-    int was_anyone = r->whois_anyone, was_members = r->membersonly, was_persistent = r->persistent, changed = 0;
-    const char *strs[] = { s->title, s->desc, s->lang };
-    char **fields[] = { &r->title, &r->desc, &r->lang };
-    for (int i = 0; i < 3; i++) {
-        const char *v = strs[i];
-        if (!v) continue;
-        if (strcmp(v, *fields[i] ? *fields[i] : "")) { changed = 1; if (*v) set_str(fields[i], v); else { free(*fields[i]); *fields[i] = NULL; } }
+    xml_buf *b = &m->e[0].b;
+    xml_buf_reset(b);
+    xml_buf_puts(b, "<message type='groupchat' from='");
+    put_room_nick(b, r, NULL);
+    xml_buf_puts(b, "'");
+    m->e[0].split = b->len;
+    xml_buf_puts(b, "><x xmlns='" NS_MUC_USER "'><status code='104'/>");
+    if (r->whois_anyone != was_anyone) put_status(b, r->whois_anyone ? 172 : 173);
+    xml_buf_puts(b, "</x></message>");
+    broadcast_enc(m, r, &m->e[0]);
+}
+
+/* a room just made members-only loses those who are not members (322) */
+static void remove_nonmembers(muc_service *m, room *r)
+{
+    occupant *q = r->first;
+    while (q) {
+        occupant *nx = q->next;
+        if (q->aff < AFF_MEMBER) occupant_remove(m, r, q, 322, NULL, NULL);
+        q = nx;
     }
-    const char *secret = s->secret;
-    if (s->pwprotected == 0) secret = "";
-    if (secret && strcmp(secret, r->password ? r->password : "")) {
-        changed = 1;
-        if (*secret) set_str(&r->password, secret); else { free(r->password); r->password = NULL; }
+}
+
+static void config_apply(muc_service *m, const muc_ctx *cx, room *r, const setting_value *vals)
+{
+    int was_anyone = r->whois_anyone, was_members = r->membersonly, changed = 0;
+    room_snapshot s;
+    /* always a snapshot: the form may make a temporary room persistent, and may fail half-applied */
+    if (snapshot_begin(r, &s, 1) < 0 || (changed = settings_apply(r, vals)) < 0) {
+        change_fail(m, cx, r, &s);
+        return;
     }
-    int v;
-#define APPLY(field, val) do { if ((v = (val)) >= 0 && v != (int)(field)) { (field) = v; changed = 1; } } while (0)
-    APPLY(r->persistent, s->persistent);
-    APPLY(r->public_room, s->public_room);
-    APPLY(r->changesubject, s->changesubject);
-    APPLY(r->allowinvites, s->allowinvites);
-    APPLY(r->allowpm, s->allowpm);
-    APPLY(r->membersonly, s->membersonly);
-    APPLY(r->moderated, s->moderated);
-    APPLY(r->whois_anyone, s->whois_anyone);
-    APPLY(r->memberlist_roles, s->memberlist_roles);
-    APPLY(r->maxusers, s->maxusers);
-    APPLY(r->histlen, s->histlen);
-    APPLY(r->defhist, s->defhist);
-#undef APPLY
-    if (r->persistent) room_save(m, r);
-    else if (was_persistent) room_unsave(m, r);
-    send_result(m, st, NULL);
-    if (changed) {
-        xml_buf *b = &m->e[0].b;
-        xml_buf_reset(b);
-        xml_buf_puts(b, "<message type='groupchat' from='");
-        put_room_nick(b, r, NULL);
-        xml_buf_puts(b, "'");
-        m->e[0].split = b->len;
-        xml_buf_puts(b, "><x xmlns='" NS_MUC_USER "'><status code='104'/>");
-        if (r->whois_anyone != was_anyone) put_status(b, r->whois_anyone ? 172 : 173);
-        xml_buf_puts(b, "</x></message>");
-        broadcast_enc(m, r, &m->e[0]);
-    }
-    if (r->membersonly && !was_members) {
-        occupant *q = r->first;
-        while (q) {
-            occupant *nx = q->next;
-            if (q->aff < AFF_MEMBER) occupant_remove(m, r, q, 322, NULL, NULL);
-            q = nx;
-        }
-    }
+    if (change_commit(m, cx, r, &s) < 0) return;
+    send_result(m, cx, NULL);
+    if (changed) announce_config(m, r, was_anyone);
+    if (r->membersonly && !was_members) remove_nonmembers(m, r);
     m->touched = r;
 }
 
-static void handle_owner(muc_service *m, room *r, const xml_node *st, const xml_node *q, int aff)
+static void handle_owner(muc_service *m, const muc_ctx *cx, room *r, const xml_node *q, int aff)
 {
-    const char *type = xml_attr_get(st, "type");
-    if (aff != AFF_OWNER) { send_error(m, st, "auth", "forbidden", r->jid); return; }
+    const char *type = xml_attr_get(cx->st, "type");
+    if (aff != AFF_OWNER) { send_error(m, cx, "auth", "forbidden", r->jid); return; }
     if (!strcmp(type, "get")) {
-        xml_node *rq = xml_node_new(m->arena, "query", NS_MUC_OWNER);
-        xml_node *x = config_form(m, r);
-        if (!rq || !x) return;
-        xml_append_child(rq, x);
-        send_result(m, st, rq);
+        xml_node *rq = t_node(m, "query", NS_MUC_OWNER);
+        t_append(m, rq, config_form(m, r));
+        send_result(m, cx, rq);
         return;
     }
     const xml_node *d = xml_child(q, "destroy", NS_MUC_OWNER);
     if (d) {
         const xml_node *reason = xml_child(d, "reason", NS_MUC_OWNER);
         room_destroy(m, r, xml_attr_get(d, "jid"), reason ? xml_text(reason) : NULL);
-        send_result(m, st, NULL);
+        send_result(m, cx, NULL);
         return;
     }
     const xml_node *x = xml_child(q, "x", NS_XDATA);
-    if (!x) { send_error(m, st, "modify", "bad-request", r->jid); return; }
+    if (!x) { send_error(m, cx, "modify", "bad-request", r->jid); return; }
     const char *ftype = xml_attr_get(x, "type");
-    if (ftype && !strcmp(ftype, "cancel")) { send_result(m, st, NULL); return; }
-    if (!ftype || strcmp(ftype, "submit")) { send_error(m, st, "modify", "bad-request", r->jid); return; }
-    room_settings s;
-    const char *cond = config_parse(m, r, x, &s);
-    if (cond) { send_error(m, st, "modify", cond, r->jid); return; }
-    config_apply(m, r, st, &s);
+    if (ftype && !strcmp(ftype, "cancel")) { send_result(m, cx, NULL); return; }
+    if (!ftype || strcmp(ftype, "submit")) { send_error(m, cx, "modify", "bad-request", r->jid); return; }
+    setting_value vals[NSETTINGS];
+    const char *cond = config_parse(m, x, vals);
+    if (cond) { send_error(m, cx, "modify", cond, r->jid); return; }
+    config_apply(m, cx, r, vals);
 }
 
 /* ------------------------------------------------------------------ admin: affiliations and roles */
 
 static void announce_affiliation(muc_service *m, room *r, const char *bare, int aff, const char *reason)
 {
-    xml_node *msg = xml_node_new(m->arena, "message", XML_NS_CLIENT);
-    if (!msg) return;
-    xml_set_attr(m->arena, msg, "from", r->jid);
-    xml_node *x = xml_add_child(m->arena, msg, "x", NS_MUC_USER);
-    xml_node *it = xml_add_child(m->arena, x, "item", NULL);
-    if (!it) return;
-    xml_set_attr(m->arena, it, "jid", bare);
-    xml_set_attr(m->arena, it, "affiliation", aff_names[aff]);
-    if (reason) xml_add_child_text(m->arena, it, "reason", NULL, reason);
+    xml_node *msg = t_node(m, "message", XML_NS_CLIENT);
+    t_attr(m, msg, "from", r->jid);
+    xml_node *x = t_child(m, msg, "x", NS_MUC_USER);
+    xml_node *it = t_child(m, x, "item", NULL);
+    t_attr(m, it, "jid", bare);
+    t_attr(m, it, "affiliation", aff_names[aff]);
+    if (reason) t_text(m, it, "reason", NULL, reason);
     send_room_message(m, r, msg, 1);
 }
 
@@ -1628,10 +2082,12 @@ typedef struct admin_change {
     const char *reason;
 } admin_change;
 
-static void apply_affiliation(muc_service *m, room *r, occupant *actor, admin_change *c)
+/* what an affiliation change (already stored) does to the occupants of that JID, or else an announcement */
+static void affiliation_effects(muc_service *m, room *r, occupant *actor, admin_change *c)
 {
-    if (set_aff(r, c->bare, c->aff, NULL) < 0) return;   /* NULL: a reserved nick is kept */
     int found = 0;
+    /* as effective_aff saw it right after this item, also when a later item changes the same JID again */
+    int eff = is_server_admin(m, c->bare) ? AFF_OWNER : c->aff;
     /* a copy: the actor may be removed by this very change (an owner outcasting their own JID) */
     char an_buf[JID_PART_MAX + 1];
     const char *an = actor ? (snprintf(an_buf, sizeof an_buf, "%s", actor->nick), an_buf) : NULL;
@@ -1639,7 +2095,6 @@ static void apply_affiliation(muc_service *m, room *r, occupant *actor, admin_ch
     while (q) {
         occupant *nx = q->next;
         if (!strcmp(q->bare, c->bare)) {
-            int eff = effective_aff(m, r, q->bare);
             found = 1;
             if (eff == AFF_OUTCAST) { q->aff = AFF_OUTCAST; occupant_remove(m, r, q, 301, an, c->reason); }
             else if (eff < AFF_MEMBER && r->membersonly) { q->aff = (unsigned char)eff; occupant_remove(m, r, q, 321, an, c->reason); }
@@ -1673,43 +2128,50 @@ static void apply_role(muc_service *m, room *r, occupant *actor, admin_change *c
     broadcast_presence(m, r, q, &p, 1);
 }
 
-static void admin_list(muc_service *m, room *r, const xml_node *st, const xml_node *item, int aff, occupant *o)
+static void admin_list_affs(muc_service *m, const muc_ctx *cx, room *r, const char *as, int aff, occupant *o)
+{
+    int a = str_in(as, aff_names, 5);
+    if (a < 0 || a == AFF_NONE) { send_error(m, cx, "modify", "bad-request", r->jid); return; }
+    int may = aff >= AFF_ADMIN || (a == AFF_MEMBER && o && (r->memberlist_roles & (1u << o->role)));
+    if (!may) { send_error(m, cx, "auth", "forbidden", r->jid); return; }
+    xml_node *rq = t_node(m, "query", NS_MUC_ADMIN);
+    for (size_t i = 0; i < r->naffs; i++) {
+        if (r->affs[i].aff != a) continue;
+        xml_node *it = t_child(m, rq, "item", NULL);
+        t_attr(m, it, "affiliation", as);
+        t_attr(m, it, "jid", r->affs[i].jid);
+        if (r->affs[i].nick) t_attr(m, it, "nick", r->affs[i].nick);
+    }
+    send_result(m, cx, rq);
+}
+
+static void admin_list_roles(muc_service *m, const muc_ctx *cx, room *r, const char *rs, occupant *o)
+{
+    int ro = str_in(rs, role_names, 4);
+    if (ro <= ROLE_NONE) { send_error(m, cx, "modify", "bad-request", r->jid); return; }
+    if (!o || o->role != ROLE_MODERATOR) { send_error(m, cx, "auth", "forbidden", r->jid); return; }
+    xml_node *rq = t_node(m, "query", NS_MUC_ADMIN);
+    for (occupant *q = r->first; q; q = q->next) {
+        if (q->role != ro) continue;
+        xml_node *it = t_child(m, rq, "item", NULL);
+        t_attr(m, it, "affiliation", aff_names[q->aff]);
+        t_attr(m, it, "jid", q->sessions->jid);
+        t_attr(m, it, "nick", q->nick);
+        t_attr(m, it, "role", rs);
+    }
+    send_result(m, cx, rq);
+}
+
+static void admin_list(muc_service *m, const muc_ctx *cx, room *r, const xml_node *item, int aff, occupant *o)
 {
     const char *as = xml_attr_get(item, "affiliation"), *rs = xml_attr_get(item, "role");
-    xml_node *rq = xml_node_new(m->arena, "query", NS_MUC_ADMIN);
-    if (!rq) return;
-    if (as) {
-        int a = str_in(as, aff_names, 5);
-        if (a < 0 || a == AFF_NONE) { send_error(m, st, "modify", "bad-request", r->jid); return; }
-        int may = aff >= AFF_ADMIN || (a == AFF_MEMBER && o && (r->memberlist_roles & (1u << o->role)));
-        if (!may) { send_error(m, st, "auth", "forbidden", r->jid); return; }
-        for (size_t i = 0; i < r->naffs; i++) {
-            if (r->affs[i].aff != a) continue;
-            xml_node *it = xml_add_child(m->arena, rq, "item", NULL);
-            if (!it) return;
-            xml_set_attr(m->arena, it, "affiliation", as);
-            xml_set_attr(m->arena, it, "jid", r->affs[i].jid);
-            if (r->affs[i].nick) xml_set_attr(m->arena, it, "nick", r->affs[i].nick);
-        }
-    } else if (rs) {
-        int ro = str_in(rs, role_names, 4);
-        if (ro <= ROLE_NONE) { send_error(m, st, "modify", "bad-request", r->jid); return; }
-        if (!o || o->role != ROLE_MODERATOR) { send_error(m, st, "auth", "forbidden", r->jid); return; }
-        for (occupant *q = r->first; q; q = q->next) {
-            if (q->role != ro) continue;
-            xml_node *it = xml_add_child(m->arena, rq, "item", NULL);
-            if (!it) return;
-            xml_set_attr(m->arena, it, "affiliation", aff_names[q->aff]);
-            xml_set_attr(m->arena, it, "jid", q->sessions->jid);
-            xml_set_attr(m->arena, it, "nick", q->nick);
-            xml_set_attr(m->arena, it, "role", rs);
-        }
-    } else { send_error(m, st, "modify", "bad-request", r->jid); return; }
-    send_result(m, st, rq);
+    if (as) admin_list_affs(m, cx, r, as, aff, o);
+    else if (rs) admin_list_roles(m, cx, r, rs, o);
+    else send_error(m, cx, "modify", "bad-request", r->jid);
 }
 
 /* checks one change against XEP-0045's permission rules; NULL or "type condition" */
-static const char *admin_check(muc_service *m, room *r, const xml_node *it, int aff, occupant *o, admin_change *c)
+static const char *admin_check(room *r, const xml_node *it, int aff, occupant *o, admin_change *c)
 {
     const char *as = xml_attr_get(it, "affiliation"), *rs = xml_attr_get(it, "role");
     const char *nick = xml_attr_get(it, "nick"), *j = xml_attr_get(it, "jid");
@@ -1721,8 +2183,8 @@ static const char *admin_check(muc_service *m, room *r, const xml_node *it, int 
     if (as) {
         if ((c->aff = str_in(as, aff_names, 5)) < 0) return "modify bad-request";
         if (j) {
-            if (jid_parse(j, &m->fj) < 0) return "modify jid-malformed";
-            jid_bare(&m->fj, c->bare, sizeof c->bare);
+            jid pj;
+            if (jid_parse(j, &pj) < 0 || jid_bare(&pj, c->bare, sizeof c->bare) < 0) return "modify jid-malformed";
         } else if (nick) {
             occupant *t = find_nick(r, nick);
             if (!t) return "cancel item-not-found";
@@ -1750,50 +2212,58 @@ static const char *admin_check(muc_service *m, room *r, const xml_node *it, int 
     return NULL;
 }
 
-static void handle_admin(muc_service *m, room *r, const xml_node *st, const xml_node *q, int aff, occupant *o)
+/* the last owner may not go: owners counted as they would be after every change */
+static int leaves_no_owner(const room *r, const admin_change *cs, size_t n)
 {
-    const char *type = xml_attr_get(st, "type");
-    const xml_node *first = xml_child(q, "item", NS_MUC_ADMIN);
-    if (!first) { send_error(m, st, "modify", "bad-request", r->jid); return; }
-    if (!strcmp(type, "get")) { admin_list(m, r, st, first, aff, o); return; }
-    size_t n = 0;
-    for (const xml_node *it = first; it; it = xml_next_child(it, "item", NS_MUC_ADMIN)) n++;
-    if (n > 256) { send_error(m, st, "modify", "not-acceptable", r->jid); return; }
-    admin_change *cs = xml_arena_alloc(m->arena, n * sizeof *cs);
-    if (!cs) return;
-    size_t i = 0;
-    for (const xml_node *it = first; it; it = xml_next_child(it, "item", NS_MUC_ADMIN), i++) {
-        const char *err = admin_check(m, r, it, aff, o, &cs[i]);
-        if (err) {
-            char et[16];
-            const char *sp = strchr(err, ' ');
-            snprintf(et, sizeof et, "%.*s", (int)(sp - err), err);
-            send_error(m, st, et, sp + 1, r->jid);
-            return;
-        }
-    }
-    /* the last owner may not go: count owners as they would be after every change */
     int owners = count_owners(r), touched_owner = 0;
-    for (i = 0; i < n; i++) {
+    for (size_t i = 0; i < n; i++) {
         if (cs[i].aff < 0) continue;
         int cur = room_aff(r, cs[i].bare);
         if (cur == AFF_OWNER && cs[i].aff != AFF_OWNER) { owners--; touched_owner = 1; }
         if (cur != AFF_OWNER && cs[i].aff == AFF_OWNER) owners++;
     }
-    if (touched_owner && owners < 1) { send_error(m, st, "cancel", "conflict", r->jid); return; }
-    int aff_changed = 0;
-    for (i = 0; i < n; i++) {
-        if (cs[i].aff >= 0) { apply_affiliation(m, r, o, &cs[i]); aff_changed = 1; }
-        else {
-            /* the target may have been removed by an earlier item */
-            if (!find_nick(r, xml_attr_get(cs[i].item, "nick"))) continue;
-            cs[i].target = find_nick(r, xml_attr_get(cs[i].item, "nick"));
-            apply_role(m, r, o, &cs[i]);
-        }
-        if (o && !find_session(r, m->from)) o = NULL;
+    return touched_owner && owners < 1;
+}
+
+/* every affiliation of the request, stored before any occupant hears of one; -1 when answered instead */
+static MUST_USE int store_affiliations(muc_service *m, const muc_ctx *cx, room *r, const admin_change *cs, size_t n)
+{
+    size_t i = 0;
+    room_snapshot s;
+    while (i < n && cs[i].aff < 0) i++;
+    if (i == n) return 0;       /* roles only: nothing to store */
+    /* always a snapshot: with several items a temporary room too could be left half changed */
+    if (snapshot_begin(r, &s, 1) < 0) return change_fail(m, cx, r, &s);
+    for (; i < n; i++)          /* NULL: a reserved nick is kept */
+        if (cs[i].aff >= 0 && set_aff(r, cs[i].bare, cs[i].aff, NULL) < 0) return change_fail(m, cx, r, &s);
+    return change_commit(m, cx, r, &s);
+}
+
+static void handle_admin(muc_service *m, const muc_ctx *cx, room *r, const xml_node *q, int aff, occupant *o)
+{
+    const char *type = xml_attr_get(cx->st, "type");
+    const xml_node *first = xml_child(q, "item", NS_MUC_ADMIN);
+    if (!first) { send_error(m, cx, "modify", "bad-request", r->jid); return; }
+    if (!strcmp(type, "get")) { admin_list(m, cx, r, first, aff, o); return; }
+    size_t n = 0;
+    for (const xml_node *it = first; it; it = xml_next_child(it, "item", NS_MUC_ADMIN)) n++;
+    if (n > 256) { send_error(m, cx, "modify", "not-acceptable", r->jid); return; }
+    admin_change *cs = xml_arena_alloc(m->arena, n * sizeof *cs);
+    if (!cs) { send_error(m, cx, "wait", "resource-constraint", r->jid); return; }
+    size_t i = 0;
+    for (const xml_node *it = first; it; it = xml_next_child(it, "item", NS_MUC_ADMIN), i++) {
+        const char *err = admin_check(r, it, aff, o, &cs[i]);
+        if (err) { send_error_pair(m, cx, err, r->jid); return; }
     }
-    if (aff_changed) room_save(m, r);
-    send_result(m, st, NULL);
+    if (leaves_no_owner(r, cs, n)) { send_error(m, cx, "cancel", "conflict", r->jid); return; }
+    if (store_affiliations(m, cx, r, cs, n) < 0) return;
+    for (i = 0; i < n; i++) {
+        if (cs[i].aff >= 0) affiliation_effects(m, r, o, &cs[i]);
+        /* the target may have been removed by an earlier item */
+        else if ((cs[i].target = find_nick(r, xml_attr_get(cs[i].item, "nick")))) apply_role(m, r, o, &cs[i]);
+        if (o && !find_session(r, cx->full)) o = NULL;
+    }
+    send_result(m, cx, NULL);
     m->touched = r;
 }
 
@@ -1801,18 +2271,15 @@ static void handle_admin(muc_service *m, room *r, const xml_node *st, const xml_
 
 static void add_feature(muc_service *m, xml_node *q, const char *var)
 {
-    xml_node *f = xml_add_child(m->arena, q, "feature", NULL);
-    if (f) xml_set_attr(m->arena, f, "var", var);
+    t_attr(m, t_child(m, q, "feature", NULL), "var", var);
 }
 
-static xml_node *add_identity(muc_service *m, xml_node *q, const char *name)
+static void add_identity(muc_service *m, xml_node *q, const char *name)
 {
-    xml_node *id = xml_add_child(m->arena, q, "identity", NULL);
-    if (!id) return NULL;
-    xml_set_attr(m->arena, id, "category", "conference");
-    if (name) xml_set_attr(m->arena, id, "name", name);
-    xml_set_attr(m->arena, id, "type", "text");
-    return id;
+    xml_node *id = t_child(m, q, "identity", NULL);
+    t_attr(m, id, "category", "conference");
+    if (name) t_attr(m, id, "name", name);
+    t_attr(m, id, "type", "text");
 }
 
 static const char *room_title(const room *r, char *buf, size_t n)
@@ -1822,20 +2289,21 @@ static const char *room_title(const room *r, char *buf, size_t n)
     return buf;
 }
 
-static void room_disco_info(muc_service *m, room *r, const xml_node *st, const xml_node *q)
+static void room_disco_info(muc_service *m, const muc_ctx *cx, room *r, const xml_node *q)
 {
     const char *node = xml_attr_get(q, "node");
-    xml_node *rq = xml_node_new(m->arena, "query", NS_DISCO_INFO);
-    if (!rq) return;
+    xml_node *rq;
     if (node) {
-        if (strcmp(node, NODE_ROOMUSER)) { send_error(m, st, "cancel", "item-not-found", r->jid); return; }
-        xml_set_attr(m->arena, rq, "node", node);
-        aff_entry *e = room_aff_entry(r, m->bare);
+        if (strcmp(node, NODE_ROOMUSER)) { send_error(m, cx, "cancel", "item-not-found", r->jid); return; }
+        rq = t_node(m, "query", NS_DISCO_INFO);
+        t_attr(m, rq, "node", node);
+        aff_entry *e = room_aff_entry(r, cx->bare);
         if (e && e->nick) add_identity(m, rq, e->nick);
-        send_result(m, st, rq);
+        send_result(m, cx, rq);
         return;
     }
     char tb[JID_PART_MAX + 1], num[16];
+    rq = t_node(m, "query", NS_DISCO_INFO);
     add_identity(m, rq, room_title(r, tb, sizeof tb));
     add_feature(m, rq, NS_MUC);
     add_feature(m, rq, r->password && *r->password ? "muc_passwordprotected" : "muc_unsecured");
@@ -1844,135 +2312,138 @@ static void room_disco_info(muc_service *m, room *r, const xml_node *st, const x
     add_feature(m, rq, r->persistent ? "muc_persistent" : "muc_temporary");
     add_feature(m, rq, r->public_room ? "muc_public" : "muc_hidden");
     add_feature(m, rq, r->whois_anyone ? "muc_nonanonymous" : "muc_semianonymous");
-    xml_node *x = xml_add_child(m->arena, rq, "x", NS_XDATA);
-    if (!x) return;
-    xml_set_attr(m->arena, x, "type", "result");
+    xml_node *x = t_child(m, rq, "x", NS_XDATA);
+    t_attr(m, x, "type", "result");
     form_field(m, x, "FORM_TYPE", "hidden", NULL, FORM_INFO);
     form_field(m, x, "muc#roominfo_description", NULL, "Description", r->desc ? r->desc : "");
     form_field(m, x, "muc#roominfo_subject", NULL, "Subject", r->subject ? r->subject : "");
     snprintf(num, sizeof num, "%u", r->noccupants);
     form_field(m, x, "muc#roominfo_occupants", NULL, "Occupants", num);
     if (r->lang) form_field(m, x, "muc#roominfo_lang", NULL, "Language", r->lang);
-    send_result(m, st, rq);
+    send_result(m, cx, rq);
 }
 
-static void room_disco_items(muc_service *m, room *r, const xml_node *st)
+static void room_disco_items(muc_service *m, const muc_ctx *cx, room *r)
 {
-    xml_node *rq = xml_node_new(m->arena, "query", NS_DISCO_ITEMS);
-    if (!rq) return;
-    if (r->whois_anyone) {
-        for (occupant *q = r->first; q; q = q->next) {
-            xml_node *it = xml_add_child(m->arena, rq, "item", NULL);
-            char j[JID_MAX * 2];
-            if (!it) return;
-            snprintf(j, sizeof j, "%s/%s", r->jid, q->nick);
-            xml_set_attr(m->arena, it, "jid", j);
-            xml_set_attr(m->arena, it, "name", q->nick);
-        }
+    xml_node *rq = t_node(m, "query", NS_DISCO_ITEMS);
+    for (occupant *q = r->whois_anyone ? r->first : NULL; q; q = q->next) {
+        char j[JID_MAX * 2];
+        xml_node *it = t_child(m, rq, "item", NULL);
+        snprintf(j, sizeof j, "%s/%s", r->jid, q->nick);
+        t_attr(m, it, "jid", j);
+        t_attr(m, it, "name", q->nick);
     }
-    send_result(m, st, rq);
+    send_result(m, cx, rq);
 }
 
-static void handle_register(muc_service *m, room *r, const xml_node *st, const xml_node *q, int aff)
+static void register_form(muc_service *m, const muc_ctx *cx, const aff_entry *e)
 {
-    const char *type = xml_attr_get(st, "type");
-    aff_entry *e = room_aff_entry(r, m->bare);
-    if (aff == AFF_OUTCAST) { send_error(m, st, "auth", "forbidden", r->jid); return; }
-    if (!strcmp(type, "get")) {
-        xml_node *rq = xml_node_new(m->arena, "query", NS_REGISTER);
-        if (!rq) return;
-        if (e && e->nick) {
-            xml_add_child(m->arena, rq, "registered", NULL);
-            xml_add_child_text(m->arena, rq, "username", NULL, e->nick);
-        } else {
-            xml_add_child_text(m->arena, rq, "instructions", NULL, "Choose a nickname to register in this room");
-            xml_node *x = xml_add_child(m->arena, rq, "x", NS_XDATA);
-            if (!x) return;
-            xml_set_attr(m->arena, x, "type", "form");
-            form_field(m, x, "FORM_TYPE", "hidden", NULL, FORM_REGISTER);
-            xml_node *f = form_field(m, x, "muc#register_roomnick", "text-single", "Nickname", NULL);
-            if (f) xml_add_child(m->arena, f, "required", NULL);
-        }
-        send_result(m, st, rq);
-        return;
+    xml_node *rq = t_node(m, "query", NS_REGISTER);
+    if (e && e->nick) {
+        t_child(m, rq, "registered", NULL);
+        t_text(m, rq, "username", NULL, e->nick);
+    } else {
+        t_text(m, rq, "instructions", NULL, "Choose a nickname to register in this room");
+        xml_node *x = t_child(m, rq, "x", NS_XDATA);
+        t_attr(m, x, "type", "form");
+        form_field(m, x, "FORM_TYPE", "hidden", NULL, FORM_REGISTER);
+        t_child(m, form_field(m, x, "muc#register_roomnick", "text-single", "Nickname", NULL), "required", NULL);
     }
-    if (xml_child(q, "remove", NS_REGISTER)) {
-        if (e && e->nick) { free(e->nick); e->nick = NULL; room_save(m, r); }
-        send_result(m, st, NULL);
-        return;
+    send_result(m, cx, rq);
+}
+
+/* the sender's reserved nick is dropped (the affiliation stays), stored before the answer */
+static MUST_USE int unregister_nick(muc_service *m, const muc_ctx *cx, room *r)
+{
+    room_snapshot s;
+    if (snapshot_begin(r, &s, 0) < 0) return change_fail(m, cx, r, &s);
+    aff_entry *e = room_aff_entry(r, cx->bare);
+    free(e->nick);
+    e->nick = NULL;
+    return change_commit(m, cx, r, &s);
+}
+
+/* occupants of a JID that just became a member by registering hear of it; or the room is told */
+static void announce_new_member(muc_service *m, room *r, const char *bare)
+{
+    int found = 0;
+    for (occupant *q = r->first; q; q = q->next) {
+        if (strcmp(q->bare, bare)) continue;
+        found = 1;
+        q->aff = (unsigned char)effective_aff(m, r, q->bare);
+        if (q->role == ROLE_VISITOR) q->role = ROLE_PARTICIPANT;
+        pres_spec p = current_spec(q);
+        broadcast_presence(m, r, q, &p, 1);
     }
+    if (!found) announce_affiliation(m, r, bare, AFF_MEMBER, NULL);
+}
+
+static void register_nick(muc_service *m, const muc_ctx *cx, room *r, const xml_node *q, int aff)
+{
     const xml_node *x = xml_child(q, "x", NS_XDATA);
     const char *nick = NULL;
     for (const xml_node *f = x ? xml_child(x, "field", NS_XDATA) : NULL; f; f = xml_next_child(f, "field", NS_XDATA)) {
         const char *var = xml_attr_get(f, "var");
         if (var && !strcmp(var, "muc#register_roomnick")) nick = field_value(f);
     }
-    if (!nick) { send_error(m, st, "modify", "bad-request", r->jid); return; }
-    if (!jid_resource_valid(nick)) { send_error(m, st, "modify", "jid-malformed", r->jid); return; }
-    if (r->membersonly && aff < AFF_MEMBER) { send_error(m, st, "cancel", "not-allowed", r->jid); return; }
+    if (!nick) { send_error(m, cx, "modify", "bad-request", r->jid); return; }
+    if (!jid_resource_valid(nick)) { send_error(m, cx, "modify", "jid-malformed", r->jid); return; }
+    if (r->membersonly && aff < AFF_MEMBER) { send_error(m, cx, "cancel", "not-allowed", r->jid); return; }
     const char *holder = reserved_nick_owner(r, nick);
     occupant *t = find_nick(r, nick);
-    if ((holder && strcmp(holder, m->bare)) || (t && strcmp(t->bare, m->bare))) {
-        send_error(m, st, "cancel", "conflict", r->jid);
+    if ((holder && strcmp(holder, cx->bare)) || (t && strcmp(t->bare, cx->bare))) {
+        send_error(m, cx, "cancel", "conflict", r->jid);
         return;
     }
-    int cur = room_aff(r, m->bare);
-    if (set_aff(r, m->bare, cur < AFF_MEMBER ? AFF_MEMBER : cur, nick) < 0) {
-        send_error(m, st, "wait", "resource-constraint", r->jid);
+    int cur = room_aff(r, cx->bare);
+    room_snapshot s;
+    if (snapshot_begin(r, &s, 0) < 0 || set_aff(r, cx->bare, cur < AFF_MEMBER ? AFF_MEMBER : cur, nick) < 0) {
+        change_fail(m, cx, r, &s);
         return;
     }
-    room_save(m, r);
-    send_result(m, st, NULL);
-    if (cur < AFF_MEMBER) {
-        admin_change c;
-        memset(&c, 0, sizeof c);
-        snprintf(c.bare, sizeof c.bare, "%s", m->bare);
-        c.aff = AFF_MEMBER;
-        c.role = -1;
-        /* already recorded; tell occupants of the user's new affiliation */
-        occupant *q2 = r->first;
-        int found = 0;
-        for (; q2; q2 = q2->next) {
-            if (strcmp(q2->bare, m->bare)) continue;
-            found = 1;
-            q2->aff = (unsigned char)effective_aff(m, r, q2->bare);
-            if (q2->role == ROLE_VISITOR) q2->role = ROLE_PARTICIPANT;
-            pres_spec p = current_spec(q2);
-            broadcast_presence(m, r, q2, &p, 1);
-        }
-        if (!found) announce_affiliation(m, r, m->bare, AFF_MEMBER, NULL);
+    if (change_commit(m, cx, r, &s) < 0) return;
+    send_result(m, cx, NULL);
+    if (cur < AFF_MEMBER) announce_new_member(m, r, cx->bare);
+}
+
+static void handle_register(muc_service *m, const muc_ctx *cx, room *r, const xml_node *q, int aff)
+{
+    const char *type = xml_attr_get(cx->st, "type");
+    aff_entry *e = room_aff_entry(r, cx->bare);
+    if (aff == AFF_OUTCAST) send_error(m, cx, "auth", "forbidden", r->jid);
+    else if (!strcmp(type, "get")) register_form(m, cx, e);
+    else if (!xml_child(q, "remove", NS_REGISTER)) register_nick(m, cx, r, q, aff);
+    else if (!(e && e->nick) || unregister_nick(m, cx, r) == 0) send_result(m, cx, NULL);
+}
+
+/* the answer to a forwarded IQ goes back to its asker under the original id */
+static void forward_iq_answer(muc_service *m, const muc_ctx *cx, room *r, occupant *o)
+{
+    const char *id = xml_attr_get(cx->st, "id");
+    if (!r->fwd || !id || !o) return;
+    for (unsigned i = 0; i < FWD_SLOTS; i++) {
+        fwd_iq *f = &r->fwd[i];
+        if (!f->id || strcmp(f->id, id) || strcmp(f->target, cx->full)) continue;
+        xml_node *copy = copy_from_occupant(m, r, o, cx->st);
+        t_attr(m, copy, "id", f->orig_id);
+        send_tree(m, copy, f->orig_from);
+        fwd_clear(f);
+        return;
     }
 }
 
 /* IQs between occupants: the id is replaced so that the answer can be routed back */
-static void forward_iq(muc_service *m, room *r, occupant *o, const xml_node *st, const char *nick)
+static void forward_iq(muc_service *m, const muc_ctx *cx, room *r, occupant *o, const char *nick)
 {
-    const char *type = xml_attr_get(st, "type"), *id = xml_attr_get(st, "id");
-    if (!strcmp(type, "result") || !strcmp(type, "error")) {
-        if (!r->fwd || !id || !o) return;
-        for (unsigned i = 0; i < FWD_SLOTS; i++) {
-            fwd_iq *f = &r->fwd[i];
-            if (!f->id || strcmp(f->id, id) || strcmp(f->target, m->from)) continue;
-            xml_node *copy = xml_copy(m->arena, st);
-            char from[JID_MAX * 2];
-            if (!copy) return;
-            snprintf(from, sizeof from, "%s/%s", r->jid, o->nick);
-            xml_set_attr(m->arena, copy, "from", from);
-            xml_set_attr(m->arena, copy, "to", NULL);
-            xml_set_attr(m->arena, copy, "id", f->orig_id);
-            send_tree(m, copy, f->orig_from);
-            fwd_clear(f);
-            return;
-        }
-        return;
-    }
-    if (!o) { send_error(m, st, "modify", "not-acceptable", r->jid); return; }
+    const char *type = xml_attr_get(cx->st, "type"), *id = xml_attr_get(cx->st, "id");
+    if (!strcmp(type, "result") || !strcmp(type, "error")) { forward_iq_answer(m, cx, r, o); return; }
+    if (!o) { send_error(m, cx, "modify", "not-acceptable", r->jid); return; }
     occupant *t = find_nick(r, nick);
-    if (!t) { send_error(m, st, "cancel", "item-not-found", r->jid); return; }
-    if (t == o && xml_child(st, "ping", NS_PING)) { send_result(m, st, NULL); return; }   /* XEP-0410 */
-    if (!id) { send_error(m, st, "modify", "bad-request", r->jid); return; }
+    if (!t) { send_error(m, cx, "cancel", "item-not-found", r->jid); return; }
+    if (t == o && xml_child(cx->st, "ping", NS_PING)) { send_result(m, cx, NULL); return; }   /* XEP-0410 */
+    if (!id) { send_error(m, cx, "modify", "bad-request", r->jid); return; }
     if (!r->fwd && !(r->fwd = calloc(FWD_SLOTS, sizeof *r->fwd))) {
-        send_error(m, st, "wait", "resource-constraint", r->jid);
+        send_error(m, cx, "wait", "resource-constraint", r->jid);
         return;
     }
     fwd_iq *f = &r->fwd[r->fwd_next++ % FWD_SLOTS];
@@ -1981,141 +2452,151 @@ static void forward_iq(muc_service *m, room *r, occupant *o, const xml_node *st,
     snprintf(nid, sizeof nid, "muc%lu", ++m->fwd_counter);
     f->id = xstrdup(nid);
     f->orig_id = xstrdup(id);
-    f->orig_from = xstrdup(m->from);
+    f->orig_from = xstrdup(cx->full);
     f->target = xstrdup(t->sessions->jid);
-    if (!f->id || !f->orig_id || !f->orig_from || !f->target) { fwd_clear(f); return; }
-    xml_node *copy = xml_copy(m->arena, st);
-    char from[JID_MAX * 2];
-    if (!copy) return;
-    snprintf(from, sizeof from, "%s/%s", r->jid, o->nick);
-    xml_set_attr(m->arena, copy, "from", from);
-    xml_set_attr(m->arena, copy, "to", NULL);
-    xml_set_attr(m->arena, copy, "id", nid);
-    enc_tree(&m->tmp, copy);
+    xml_node *copy = copy_from_occupant(m, r, o, cx->st);
+    t_attr(m, copy, "id", nid);
+    if (!f->id || !f->orig_id || !f->orig_from || !f->target || enc_tree(m, &m->tmp, copy) < 0) {
+        fwd_clear(f);
+        send_error(m, cx, "wait", "resource-constraint", r->jid);
+        return;
+    }
     send_session(m, r, t->sessions, &m->tmp);
 }
 
-static void handle_room_iq(muc_service *m, room *r, const xml_node *st, const char *nick)
+static void handle_room_iq(muc_service *m, const muc_ctx *cx, room *r)
 {
-    const char *type = xml_attr_get(st, "type");
-    if (!type) { send_error(m, st, "modify", "bad-request", NULL); return; }
+    const char *type = xml_attr_get(cx->st, "type"), *nick = cx->to.resource;
+    if (!type) { send_error(m, cx, "modify", "bad-request", NULL); return; }
     int request = !strcmp(type, "get") || !strcmp(type, "set");
-    if (!r) { if (request) send_error(m, st, "cancel", "item-not-found", NULL); return; }
-    session *s = find_session(r, m->from);
+    if (!r) { if (request) send_error(m, cx, "cancel", "item-not-found", NULL); return; }
+    session *s = find_session(r, cx->full);
     occupant *o = s ? s->occ : NULL;
-    if (*nick) { forward_iq(m, r, o, st, nick); return; }
+    if (*nick) { forward_iq(m, cx, r, o, nick); return; }
     if (!request) return;
     const xml_node *q = NULL;
-    for (const xml_node *c = st->children; c; c = c->next) if (c->name) { q = c; break; }
-    if (!q) { send_error(m, st, "modify", "bad-request", r->jid); return; }
-    int get = !strcmp(type, "get"), aff = effective_aff(m, r, m->bare);
-    if (get && !strcmp(q->name, "query") && !strcmp(q->ns, NS_DISCO_INFO)) room_disco_info(m, r, st, q);
-    else if (get && !strcmp(q->name, "query") && !strcmp(q->ns, NS_DISCO_ITEMS)) room_disco_items(m, r, st);
-    else if (!strcmp(q->name, "query") && !strcmp(q->ns, NS_MUC_OWNER)) handle_owner(m, r, st, q, aff);
-    else if (!strcmp(q->name, "query") && !strcmp(q->ns, NS_MUC_ADMIN)) handle_admin(m, r, st, q, aff, o);
-    else if (!strcmp(q->name, "query") && !strcmp(q->ns, NS_REGISTER)) handle_register(m, r, st, q, aff);
-    else if (get && !strcmp(q->name, "ping") && !strcmp(q->ns, NS_PING)) send_result(m, st, NULL);
-    else send_error(m, st, "cancel", "feature-not-implemented", r->jid);
+    for (const xml_node *c = cx->st->children; c; c = c->next) if (c->name) { q = c; break; }
+    if (!q) { send_error(m, cx, "modify", "bad-request", r->jid); return; }
+    int get = !strcmp(type, "get"), aff = effective_aff(m, r, cx->bare), query = !strcmp(q->name, "query");
+    if (get && query && !strcmp(q->ns, NS_DISCO_INFO)) room_disco_info(m, cx, r, q);
+    else if (get && query && !strcmp(q->ns, NS_DISCO_ITEMS)) room_disco_items(m, cx, r);
+    else if (query && !strcmp(q->ns, NS_MUC_OWNER)) handle_owner(m, cx, r, q, aff);
+    else if (query && !strcmp(q->ns, NS_MUC_ADMIN)) handle_admin(m, cx, r, q, aff, o);
+    else if (query && !strcmp(q->ns, NS_REGISTER)) handle_register(m, cx, r, q, aff);
+    else if (get && !strcmp(q->name, "ping") && !strcmp(q->ns, NS_PING)) send_result(m, cx, NULL);
+    else send_error(m, cx, "cancel", "feature-not-implemented", r->jid);
 }
 
-static void handle_service_iq(muc_service *m, const xml_node *st)
+static void service_disco_items(muc_service *m, const muc_ctx *cx)
 {
-    const char *type = xml_attr_get(st, "type");
+    char tb[JID_PART_MAX + 1];
+    xml_node *rq = t_node(m, "query", NS_DISCO_ITEMS);
+    for (room *r = m->rooms; r; r = r->next) {
+        if (!r->public_room || r->destroyed) continue;
+        xml_node *it = t_child(m, rq, "item", NULL);
+        t_attr(m, it, "jid", r->jid);
+        t_attr(m, it, "name", room_title(r, tb, sizeof tb));
+    }
+    send_result(m, cx, rq);
+}
+
+static void handle_service_iq(muc_service *m, const muc_ctx *cx)
+{
+    const char *type = xml_attr_get(cx->st, "type");
     if (!type || (strcmp(type, "get") && strcmp(type, "set"))) return;
     const xml_node *q = NULL;
-    for (const xml_node *c = st->children; c; c = c->next) if (c->name) { q = c; break; }
+    for (const xml_node *c = cx->st->children; c; c = c->next) if (c->name) { q = c; break; }
     if (!q || strcmp(type, "get") || strcmp(q->name, "query") || xml_attr_get(q, "node")) {
-        if (q && !strcmp(q->ns, NS_PING) && !strcmp(type, "get")) { send_result(m, st, NULL); return; }
-        send_error(m, st, "cancel", "service-unavailable", NULL);
+        if (q && !strcmp(q->ns, NS_PING) && !strcmp(type, "get")) { send_result(m, cx, NULL); return; }
+        send_error(m, cx, "cancel", "service-unavailable", NULL);
         return;
     }
     if (!strcmp(q->ns, NS_DISCO_INFO)) {
-        xml_node *rq = xml_node_new(m->arena, "query", NS_DISCO_INFO);
-        if (!rq) return;
+        xml_node *rq = t_node(m, "query", NS_DISCO_INFO);
         add_identity(m, rq, "Chatrooms");
         add_feature(m, rq, NS_DISCO_INFO);
         add_feature(m, rq, NS_DISCO_ITEMS);
         add_feature(m, rq, NS_MUC);
-        send_result(m, st, rq);
-    } else if (!strcmp(q->ns, NS_DISCO_ITEMS)) {
-        xml_node *rq = xml_node_new(m->arena, "query", NS_DISCO_ITEMS);
-        if (!rq) return;
-        char tb[JID_PART_MAX + 1];
-        for (room *r = m->rooms; r; r = r->next) {
-            if (!r->public_room || r->destroyed) continue;
-            xml_node *it = xml_add_child(m->arena, rq, "item", NULL);
-            if (!it) return;
-            xml_set_attr(m->arena, it, "jid", r->jid);
-            xml_set_attr(m->arena, it, "name", room_title(r, tb, sizeof tb));
-        }
-        send_result(m, st, rq);
-    } else send_error(m, st, "cancel", "service-unavailable", NULL);
+        send_result(m, cx, rq);
+    } else if (!strcmp(q->ns, NS_DISCO_ITEMS)) service_disco_items(m, cx);
+    else send_error(m, cx, "cancel", "service-unavailable", NULL);
 }
 
 /* ------------------------------------------------------------------ entry points */
 
-void muc_handle_stanza(muc_service *m, const xml_node *st)
+/* the room the stanza touched: dead sessions reaped; gone if destroyed, or temporary and empty */
+static void room_settle(muc_service *m)
 {
-    const char *from = xml_attr_get(st, "from"), *to = xml_attr_get(st, "to");
-    if (!m || !st || !st->name || !from || !to) return;
-    if (jid_parse(from, &m->fj) < 0 || jid_full(&m->fj, m->from, sizeof m->from) < 0 ||
-        jid_bare(&m->fj, m->bare, sizeof m->bare) < 0) return;
-    int is_iq = !strcmp(st->name, "iq"), is_msg = !strcmp(st->name, "message"),
-        is_pres = !strcmp(st->name, "presence");
-    if (!is_iq && !is_msg && !is_pres) return;
-    if (jid_parse(to, &m->tj) < 0 || strcmp(m->tj.domain, m->domain)) {
-        send_error(m, st, "modify", "jid-malformed", NULL);
-        xml_arena_reset(m->arena);
-        return;
-    }
-    m->touched = NULL;
-    if (!m->tj.local[0]) {
-        if (is_iq) handle_service_iq(m, st);
-        else if (is_msg) send_error(m, st, "cancel", "service-unavailable", NULL);
-    } else {
-        char nick[JID_PART_MAX + 1];
-        snprintf(nick, sizeof nick, "%s", m->tj.resource);
-        room *r = find_room(m, m->tj.local);
-        if (r) m->touched = r;
-        if (is_pres) handle_presence(m, r, st, nick);
-        else if (is_msg) handle_message(m, r, st, nick);
-        else handle_room_iq(m, r, st, nick);
-    }
     room *r = m->touched;
     if (r) {
         if (!r->destroyed) room_reap(m, r);
         if (r->destroyed || (!r->noccupants && !r->persistent)) room_unlink(m, r);
     }
     m->touched = NULL;
+}
+
+void muc_handle_stanza(muc_service *m, const xml_node *st)
+{
+    muc_ctx cx;     /* not zeroed: every field is set before it is read (it is large, and this is per stanza) */
+    const char *from = xml_attr_get(st, "from"), *to = xml_attr_get(st, "to");
+    if (!m || !st || !st->name || !from || !to) return;
+    if (jid_parse(from, &cx.from) < 0 || jid_full(&cx.from, cx.full, sizeof cx.full) < 0 ||
+        jid_bare(&cx.from, cx.bare, sizeof cx.bare) < 0) return;
+    cx.st = st;
+    int is_iq = !strcmp(st->name, "iq"), is_msg = !strcmp(st->name, "message"),
+        is_pres = !strcmp(st->name, "presence");
+    if (!is_iq && !is_msg && !is_pres) return;
+    m->touched = NULL;
+    m->tree_oom = 0;
+    if (jid_parse(to, &cx.to) < 0 || strcmp(cx.to.domain, m->domain)) {
+        send_error(m, &cx, "modify", "jid-malformed", NULL);
+    } else if (!cx.to.local[0]) {
+        if (is_iq) handle_service_iq(m, &cx);
+        else if (is_msg) send_error(m, &cx, "cancel", "service-unavailable", NULL);
+    } else {
+        room *r = find_room(m, cx.to.local);
+        if (r) m->touched = r;
+        if (is_pres) handle_presence(m, &cx, r);
+        else if (is_msg) handle_message(m, &cx, r);
+        else handle_room_iq(m, &cx, r);
+    }
+    room_settle(m);
+    m->tree_oom = 0;
     xml_arena_reset(m->arena);
+}
+
+/* the limits of cfg; domain, server_domain and data_dir stay those the service was made with */
+static void config_adopt(muc_service *m, const muc_config *cfg)
+{
+    m->cfg = *cfg;
+    m->cfg.domain = m->domain;
+    m->cfg.server_domain = m->server_domain;
+    m->cfg.data_dir = m->data_dir;
+    if (m->cfg.max_history < 0) m->cfg.max_history = 0;
 }
 
 muc_service *muc_service_new(const muc_config *cfg, const muc_host *host, char *err, size_t errlen)
 {
+    jid d;
     if (!cfg || !host || !host->deliver || !cfg->domain || !cfg->data_dir) {
         snprintf(err, errlen, "muc: incomplete configuration");
         return NULL;
     }
-    muc_service *m = calloc(1, sizeof *m);
-    if (!m) { snprintf(err, errlen, "muc: out of memory"); return NULL; }
-    m->cfg = *cfg;
-    m->host = *host;
-    if (jid_parse(cfg->domain, &m->tj) < 0 || m->tj.local[0] || m->tj.resource[0]) {
+    if (jid_parse(cfg->domain, &d) < 0 || d.local[0] || d.resource[0]) {
         snprintf(err, errlen, "muc: bad domain '%s'", cfg->domain);
-        free(m);
         return NULL;
     }
-    m->domain = xstrdup(m->tj.domain);
+    muc_service *m = calloc(1, sizeof *m);
+    if (!m) { snprintf(err, errlen, "muc: out of memory"); return NULL; }
+    m->host = *host;
+    m->domain = xstrdup(d.domain);
     m->server_domain = xstrdup(cfg->server_domain ? cfg->server_domain : "");
     m->data_dir = xstrdup(cfg->data_dir);
     m->arena = xml_arena_new();
     for (int i = 0; i < 3; i++) xml_buf_init(&m->e[i].b);
     xml_buf_init(&m->tmp.b);
     xml_buf_init(&m->hist.b);
-    m->cfg.domain = m->domain;
-    m->cfg.server_domain = m->server_domain;
-    m->cfg.data_dir = m->data_dir;
-    if (m->cfg.max_history < 0) m->cfg.max_history = 0;
+    config_adopt(m, cfg);
     if (!m->domain || !m->server_domain || !m->data_dir || !m->arena) {
         snprintf(err, errlen, "muc: out of memory");
         muc_service_free(m);
@@ -2123,6 +2604,11 @@ muc_service *muc_service_new(const muc_config *cfg, const muc_host *host, char *
     }
     if (rooms_load(m, err, errlen) < 0) { muc_service_free(m); return NULL; }
     return m;
+}
+
+void muc_service_set_config(muc_service *m, const muc_config *cfg)
+{
+    if (m && cfg) config_adopt(m, cfg);
 }
 
 void muc_service_free(muc_service *m)
@@ -2154,4 +2640,83 @@ int muc_service_flush(muc_service *m)
 size_t muc_room_count(const muc_service *m)
 {
     return m ? m->nrooms : 0;
+}
+
+/* ------------------------------------------------------------------ the admin socket's views and destroy */
+
+/* the room called name: its local part, or its bare JID at this service, normalised as JIDs are */
+static room *room_by_name(const muc_service *m, const char *name)
+{
+    char text[JID_MAX + JID_PART_MAX];
+    jid *j = malloc(sizeof *j);     /* three parts of 1 KiB each: not on the stack of a callback */
+    room *r = NULL;
+    if (!j) return NULL;
+    if (strchr(name, '@')) snprintf(text, sizeof text, "%s", name);
+    else snprintf(text, sizeof text, "%s@%s", name, m->domain);
+    if (jid_parse(text, j) == 0 && j->local[0] && !j->resource[0] && !strcmp(j->domain, m->domain))
+        r = find_room(m, j->local);
+    free(j);
+    return r;
+}
+
+static void room_view(const room *r, muc_room_view *v)
+{
+    memset(v, 0, sizeof *v);
+    v->jid = r->jid;
+    v->name = r->title ? r->title : "";
+    v->description = r->desc ? r->desc : "";
+    v->subject = r->subject ? r->subject : "";
+    v->occupants = r->noccupants;
+    v->max_users = r->maxusers > 0 ? (unsigned)r->maxusers : 0;
+    v->history = r->histlen > 0 ? (unsigned)r->histlen : 0;
+    v->persistent = r->persistent;
+    v->public_room = r->public_room;
+    v->password = r->password && *r->password;
+    v->members_only = r->membersonly;
+    v->moderated = r->moderated;
+    v->jids_public = r->whois_anyone;
+}
+
+void muc_rooms_foreach(const muc_service *m, int (*each)(void *ud, const muc_room_view *v), void *ud)
+{
+    muc_room_view v;
+    for (const room *r = m ? m->rooms : NULL; r; r = r->next) {
+        room_view(r, &v);
+        if (each(ud, &v)) return;
+    }
+}
+
+int muc_room_view_get(const muc_service *m, const char *name, muc_room_view *out)
+{
+    const room *r = m && name ? room_by_name(m, name) : NULL;
+    if (!r) return -1;
+    room_view(r, out);
+    return 0;
+}
+
+int muc_room_occupants_foreach(const muc_service *m, const char *name,
+                               int (*each)(void *ud, const muc_occupant_view *o), void *ud)
+{
+    const room *r = m && name ? room_by_name(m, name) : NULL;
+    if (!r) return -1;
+    for (const occupant *o = r->first; o; o = o->next) {
+        muc_occupant_view v = { o->nick, o->bare, role_names[o->role < ROLE_INVALID ? o->role : ROLE_NONE],
+                                aff_names[o->aff < AFF_INVALID ? o->aff : AFF_NONE], 0 };
+        for (const session *s = o->sessions; s; s = s->next) v.sessions++;
+        if (each(ud, &v)) break;
+    }
+    return 0;
+}
+
+/* the same path as an owner's <destroy/>, then the room goes as muc_handle_stanza lets destroyed rooms go */
+int muc_room_destroy_by_name(muc_service *m, const char *name, const char *reason)
+{
+    room *r = m && name ? room_by_name(m, name) : NULL;
+    if (!r) return -1;
+    m->touched = NULL;
+    room_destroy(m, r, NULL, reason);
+    room_unlink(m, r);
+    m->touched = NULL;
+    xml_arena_reset(m->arena);
+    return 0;
 }

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define R "room@conference.localhost"
@@ -140,7 +141,7 @@ static void expect_end_(int line)
 /* ---- service set-up ---- */
 static char data_dir[64];
 
-static muc_service *service(int create_rooms)
+static muc_config test_config(int create_rooms)
 {
     muc_config cfg = {
         .domain = "conference.localhost", .server_domain = "localhost", .data_dir = data_dir,
@@ -148,11 +149,22 @@ static muc_service *service(int create_rooms)
         .max_rooms_per_user = 3,
         .default_history = 10, .default_persistent = 0, .default_public = 1,
     };
+    return cfg;
+}
+
+static muc_service *service_from(const muc_config *cfg)
+{
     static muc_host host = { NULL, fake_deliver, fake_is_admin };
     char err[512] = "";
-    muc_service *m = muc_service_new(&cfg, &host, err, sizeof err);
+    muc_service *m = muc_service_new(cfg, &host, err, sizeof err);
     CHECK(m != NULL, "muc_service_new: %s", err);
     return m;
+}
+
+static muc_service *service(int create_rooms)
+{
+    muc_config cfg = test_config(create_rooms);
+    return service_from(&cfg);
 }
 
 static void rm_rf(const char *path)
@@ -830,6 +842,320 @@ static void test_rooms_per_user(void)
     muc_service_free(m);
 }
 
+/* ---- a data directory that refuses to store one room ---- */
+
+static void room_file(char *out, size_t n, const char *name)
+{
+    snprintf(out, n, "%s/rooms/%s.room", data_dir, name);
+}
+
+/* store_write_atomic writes NAME.room.tmp first: a directory there makes every save of the room fail, also
+ * for root (whom chmod would not stop) */
+static void block_saves(const char *name)
+{
+    char p[256];
+    room_file(p, sizeof p, name);
+    strcat(p, ".tmp");
+    CHECK(mkdir(p, 0700) == 0, "mkdir %s", p);
+}
+
+static void unblock_saves(const char *name)
+{
+    char p[256];
+    room_file(p, sizeof p, name);
+    strcat(p, ".tmp");
+    CHECK(rmdir(p) == 0, "rmdir %s", p);
+}
+
+/* the next test starts with no stored rooms */
+static void forget_rooms(void)
+{
+    char p[256];
+    snprintf(p, sizeof p, "%s/rooms", data_dir);
+    rm_rf(p);
+}
+
+#define OWNER_GET(id) "<iq id='" id "' to='" R "' type='get'><query xmlns='http://jabber.org/protocol/muc#owner'/></iq>"
+#define ADMIN_SET(id, items) "<iq id='" id "' to='" R "' type='set'><query xmlns='http://jabber.org/protocol/muc#admin'>" \
+    items "</query></iq>"
+#define ADMIN_LIST(id, aff) "<iq id='" id "' to='" R "' type='get'><query xmlns='http://jabber.org/protocol/muc#admin'>" \
+    "<item affiliation='" aff "'/></query></iq>"
+#define ISE "<error type='wait' by='" R "'><internal-server-error xmlns='" STZ "'/></error>"
+#define IQ_ISE(id, to) "<iq from='" R "' id='" id "' type='error' to='" to "'>" ISE "</iq>"
+#define REGISTER(id, nick) "<iq id='" id "' to='" R "' type='set'><query xmlns='jabber:iq:register'>" \
+    "<x xmlns='jabber:x:data' type='submit'><field var='muc#register_roomnick'><value>" nick "</value></field></x></query></iq>"
+#define ROOMUSER(id) "<iq id='" id "' to='" R "' type='get'><query xmlns='http://jabber.org/protocol/disco#info' node='x-roomuser-item'/></iq>"
+
+static void make_persistent(muc_service *m)
+{
+    feed(m, ROMEO, CONFIG_SET("mp", "<field var='muc#roomconfig_persistentroom'><value>1</value></field>"));
+    EXPECT(ROMEO, "<iq from='" R "' id='mp' type='result' to='" ROMEO "'/>");
+    clear_recs();
+}
+
+/* a configuration that cannot be stored is not made: no 104, no 322 removals, the form as before */
+static void test_failed_save_config(void)
+{
+    muc_service *m = service(1);
+    create_room_with_juliet(m);
+    make_persistent(m);
+    block_saves("room");
+    feed(m, ROMEO, CONFIG_SET("c", "<field var='muc#roomconfig_roomname'><value>Renamed</value></field>"
+                                   "<field var='muc#roomconfig_membersonly'><value>1</value></field>"
+                                   "<field var='muc#roomconfig_roomsecret'><value>pw</value></field>"
+                                   "<field var='muc#roomconfig_whois'><value>anyone</value></field>"));
+    EXPECT(ROMEO, IQ_ISE("c", ROMEO));
+    EXPECT_END();
+    feed(m, ROMEO, OWNER_GET("g"));
+    EXPECT_HAS(ROMEO, "type='result'", "label='Title'><value/></field>", "label='Persistent'><value>1</value>",
+               "label='Members only'><value>0</value>", "label='Password'><value/></field>",
+               "label='Who may see real JIDs'><value>moderators</value>");
+    EXPECT_END();
+    /* juliet is still in, and a newcomer needs no password */
+    feed(m, NURSE, JOIN(NURSE, "Nurse"));
+    EXPECT_HAS(NURSE, "from='" R "/Romeo'");
+    EXPECT_HAS(NURSE, "from='" R "/Juliet'");
+    EXPECT_HAS(NURSE, "from='" R "/Nurse'", "<status code='110'/>");
+    clear_recs();
+    unblock_saves("room");
+    /* the file holds what the room holds */
+    muc_service_free(m);
+    m = service(1);
+    feed(m, ROMEO, OWNER_GET("g"));
+    EXPECT_HAS(ROMEO, "type='result'", "label='Title'><value/></field>", "label='Members only'><value>0</value>");
+    EXPECT_END();
+    muc_service_free(m);
+    forget_rooms();
+}
+
+/* a room made temporary whose file cannot be removed stays persistent */
+static void test_failed_unsave(void)
+{
+    muc_service *m = service(1);
+    char path[256];
+    create_room_with_juliet(m);
+    make_persistent(m);
+    room_file(path, sizeof path, "room");
+    CHECK(unlink(path) == 0 && mkdir(path, 0700) == 0, "a directory in place of %s", path);
+    feed(m, ROMEO, CONFIG_SET("t", "<field var='muc#roomconfig_persistentroom'><value>0</value></field>"));
+    EXPECT(ROMEO, IQ_ISE("t", ROMEO));
+    EXPECT_END();
+    feed(m, NURSE, "<iq id='d' to='" R "' type='get'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>");
+    EXPECT_HAS(NURSE, "<feature var='muc_persistent'/>");
+    EXPECT_END();
+    CHECK(rmdir(path) == 0, "rmdir %s", path);
+    muc_service_free(m);
+    forget_rooms();
+}
+
+/* affiliations (and the roles of the same request) that cannot be stored: an error, nothing else */
+static void test_failed_save_affiliations(void)
+{
+    muc_service *m = service(1);
+    create_room_with_juliet(m);
+    make_persistent(m);
+    feed(m, ROMEO, ADMIN_SET("a0", "<item affiliation='member' jid='juliet@localhost'/>"));
+    EXPECT_HAS(ROMEO, "from='" R "/Juliet'", "affiliation='member'");
+    EXPECT_HAS(JULIET, "from='" R "/Juliet'", "affiliation='member'");
+    EXPECT_HAS(ROMEO, "type='result'");
+    EXPECT_END();
+    block_saves("room");
+    feed(m, ROMEO, ADMIN_SET("a1", "<item affiliation='none' jid='juliet@localhost'/>"
+                                   "<item affiliation='admin' jid='nurse@localhost'/>"
+                                   "<item affiliation='outcast' jid='tybalt@localhost'/>"));
+    EXPECT(ROMEO, IQ_ISE("a1", ROMEO));
+    EXPECT_END();
+    feed(m, ROMEO, ADMIN_SET("a2", "<item nick='Juliet' role='visitor'/><item affiliation='outcast' jid='juliet@localhost'/>"));
+    EXPECT(ROMEO, IQ_ISE("a2", ROMEO));
+    EXPECT_END();
+    feed(m, ROMEO, ADMIN_LIST("l1", "member"));
+    EXPECT(ROMEO, "<iq from='" R "' id='l1' type='result' to='" ROMEO "'><query xmlns='http://jabber.org/protocol/muc#admin'>"
+                  "<item affiliation='member' jid='juliet@localhost'/></query></iq>");
+    EXPECT_END();
+    feed(m, ROMEO, ADMIN_LIST("l2", "admin"));
+    EXPECT(ROMEO, "<iq from='" R "' id='l2' type='result' to='" ROMEO "'><query xmlns='http://jabber.org/protocol/muc#admin'/></iq>");
+    EXPECT_END();
+    /* juliet was neither banned nor made a visitor */
+    feed(m, JULIET, "<message to='" R "' type='groupchat'><body>still here</body></message>");
+    EXPECT_HAS(ROMEO, "<body>still here</body>");
+    EXPECT_HAS(JULIET, "<body>still here</body>");
+    EXPECT_END();
+    /* role changes alone store nothing and still work */
+    feed(m, ROMEO, ADMIN_SET("a3", "<item nick='Juliet' role='visitor'/>"));
+    EXPECT_HAS(ROMEO, "from='" R "/Juliet'", "role='visitor'");
+    EXPECT_HAS(JULIET, "from='" R "/Juliet'", "role='visitor'");
+    EXPECT_HAS(ROMEO, "type='result'");
+    EXPECT_END();
+    unblock_saves("room");
+    muc_service_free(m);
+    m = service(1);
+    feed(m, ROMEO, ADMIN_LIST("l3", "member"));
+    EXPECT_HAS(ROMEO, "<item affiliation='member' jid='juliet@localhost'/></query>");
+    EXPECT_END();
+    muc_service_free(m);
+    forget_rooms();
+}
+
+/* a subject that cannot be stored is not set and not sent */
+static void test_failed_save_subject(void)
+{
+    muc_service *m = service(1);
+    create_room_with_juliet(m);
+    make_persistent(m);
+    block_saves("room");
+    feed(m, ROMEO, "<message to='" R "' type='groupchat'><subject>Secret plans</subject></message>");
+    EXPECT(ROMEO, "<message from='" R "' type='error' to='" ROMEO "'>" ISE "</message>");
+    EXPECT_END();
+    feed(m, NURSE, JOIN(NURSE, "Nurse"));
+    EXPECT_HAS(NURSE, "from='" R "/Romeo'");
+    EXPECT_HAS(NURSE, "from='" R "/Juliet'");
+    EXPECT_HAS(NURSE, "from='" R "/Nurse'");
+    EXPECT(NURSE, "<message type='groupchat' from='" R "' to='" NURSE "'><subject/></message>");
+    clear_recs();
+    unblock_saves("room");
+    muc_service_free(m);
+    forget_rooms();
+}
+
+/* a nick registration (or its removal) that cannot be stored is not made */
+static void test_failed_save_register(void)
+{
+    muc_service *m = service(1);
+    create_room_with_juliet(m);
+    make_persistent(m);
+    block_saves("room");
+    feed(m, JULIET, REGISTER("r1", "Jules"));
+    EXPECT(JULIET, IQ_ISE("r1", JULIET));
+    EXPECT_END();
+    feed(m, JULIET, ROOMUSER("u1"));
+    EXPECT(JULIET, "<iq from='" R "' id='u1' type='result' to='" JULIET "'>"
+                   "<query xmlns='http://jabber.org/protocol/disco#info' node='x-roomuser-item'/></iq>");
+    EXPECT_END();
+    feed(m, ROMEO, ADMIN_LIST("l", "member"));
+    EXPECT(ROMEO, "<iq from='" R "' id='l' type='result' to='" ROMEO "'><query xmlns='http://jabber.org/protocol/muc#admin'/></iq>");
+    EXPECT_END();
+    unblock_saves("room");
+    feed(m, ROMEO, REGISTER("r2", "Romeo"));
+    EXPECT(ROMEO, "<iq from='" R "' id='r2' type='result' to='" ROMEO "'/>");
+    EXPECT_END();
+    block_saves("room");
+    feed(m, ROMEO, "<iq id='r3' to='" R "' type='set'><query xmlns='jabber:iq:register'><remove/></query></iq>");
+    EXPECT(ROMEO, IQ_ISE("r3", ROMEO));
+    EXPECT_END();
+    feed(m, ROMEO, ROOMUSER("u2"));
+    EXPECT_HAS(ROMEO, "<identity category='conference' name='Romeo' type='text'/>");
+    EXPECT_END();
+    unblock_saves("room");
+    muc_service_free(m);
+    forget_rooms();
+}
+
+/* an invitation into a members-only room whose new member cannot be stored is not sent */
+static void test_failed_save_invite(void)
+{
+    muc_service *m = service(1);
+    feed(m, ROMEO, JOIN(ROMEO, "Romeo"));
+    make_persistent(m);
+    feed(m, ROMEO, CONFIG_SET("mo", "<field var='muc#roomconfig_membersonly'><value>1</value></field>"));
+    clear_recs();
+    block_saves("room");
+    feed(m, ROMEO, "<message to='" R "'><x xmlns='" MUCU "'><invite to='nurse@localhost'/></x></message>");
+    EXPECT(ROMEO, "<message from='" R "' type='error' to='" ROMEO "'>" ISE "</message>");
+    EXPECT_END();
+    feed(m, NURSE, JOIN(NURSE, "Nurse"));
+    EXPECT_HAS(NURSE, "type='error'", "<registration-required");
+    EXPECT_END();
+    unblock_saves("room");
+    muc_service_free(m);
+    forget_rooms();
+}
+
+/* a room persistent from its creation that cannot be stored is not created */
+static void test_failed_save_create(void)
+{
+    muc_config cfg = test_config(1);
+    cfg.default_persistent = 1;
+    muc_service *m = service_from(&cfg);
+    block_saves("room");
+    feed(m, ROMEO, JOIN(ROMEO, "Romeo"));
+    EXPECT(ROMEO, "<presence from='" R "/Romeo' type='error' to='" ROMEO "'>" XMUC ISE "</presence>");
+    EXPECT_END();
+    CHECK_INT(0, muc_room_count(m));
+    unblock_saves("room");
+    feed(m, ROMEO, JOIN(ROMEO, "Romeo"));
+    EXPECT_HAS(ROMEO, "<status code='201'/>");
+    EXPECT_HAS(ROMEO, "<subject/>");
+    EXPECT_END();
+    char path[256];
+    room_file(path, sizeof path, "room");
+    CHECK(access(path, F_OK) == 0, "%s missing", path);
+    muc_service_free(m);
+    forget_rooms();
+}
+
+static void join_room(muc_service *m, const char *from, const char *room, const char *nick)
+{
+    char xml[256];
+    snprintf(xml, sizeof xml, "<presence to='%s@conference.localhost/%s'>" XMUC "</presence>", room, nick);
+    feed(m, from, xml);
+}
+
+/* a reloaded configuration reaches the service; its domain and data directory do not change */
+static void test_set_config(void)
+{
+    muc_config cfg = test_config(1);
+    muc_service *m = service_from(&cfg);
+    join_room(m, ROMEO, "r1", "Romeo");
+    join_room(m, ROMEO, "r2", "Romeo");
+    CHECK_INT(2, muc_room_count(m));
+    cfg.max_rooms = 2;
+    muc_service_set_config(m, &cfg);
+    join_room(m, JULIET, "r3", "Juliet");
+    EXPECT(JULIET, "<presence from='r3@conference.localhost/Juliet' type='error' to='" JULIET "'>" XMUC
+                   "<error type='wait' by='r3@conference.localhost'><resource-constraint xmlns='" STZ "'/></error></presence>");
+    EXPECT_END();
+    cfg.max_rooms = 0;
+    cfg.create_rooms = 0;
+    muc_service_set_config(m, &cfg);
+    join_room(m, JULIET, "r3", "Juliet");
+    EXPECT_HAS(JULIET, "type='error'", "<not-allowed xmlns='" STZ "'/>");
+    EXPECT_END();
+    join_room(m, ADMIN, "r3", "Boss");
+    EXPECT_HAS(ADMIN, "<status code='201'/>");
+    EXPECT_HAS(ADMIN, "<subject/>");
+    EXPECT_END();
+    /* a room's form is checked against the new bound; a room's settings stay as they were */
+    cfg.max_occupants = 2;
+    cfg.max_rooms_per_user = 2;
+    cfg.default_history = 5;
+    cfg.default_persistent = 1;
+    cfg.create_rooms = 1;
+    cfg.domain = "elsewhere.localhost";
+    cfg.data_dir = "/nonexistent";
+    muc_service_set_config(m, &cfg);
+    feed(m, ROMEO, "<iq id='m' to='r1@conference.localhost' type='set'><query xmlns='http://jabber.org/protocol/muc#owner'>"
+                   "<x xmlns='jabber:x:data' type='submit'><field var='muc#roomconfig_maxusers'><value>3</value></field></x></query></iq>");
+    EXPECT_HAS(ROMEO, "type='error'", "<not-acceptable");
+    EXPECT_END();
+    join_room(m, ROMEO, "r3", "Romeo");
+    EXPECT_HAS(ROMEO, "type='error'", "<policy-violation");
+    EXPECT_END();
+    /* a new room: the new defaults, at the old domain, stored in the old data directory */
+    join_room(m, JULIET, "r4", "Juliet");
+    EXPECT_HAS(JULIET, "from='r4@conference.localhost/Juliet'", "<status code='201'/>");
+    EXPECT_HAS(JULIET, "<subject/>");
+    EXPECT_END();
+    feed(m, JULIET, "<iq id='g' to='r4@conference.localhost' type='get'><query xmlns='http://jabber.org/protocol/muc#owner'/></iq>");
+    EXPECT_HAS(JULIET, "label='Persistent'><value>1</value>", "label='Maximum occupants'><value>2</value>",
+               "label='Messages kept in history'><value>5</value>");
+    EXPECT_END();
+    char path[256];
+    room_file(path, sizeof path, "r4");
+    CHECK(access(path, F_OK) == 0, "%s missing", path);
+    muc_service_free(m);
+    forget_rooms();
+}
+
 int main(int argc, char **argv)
 {
     verbose = argc > 1;
@@ -846,6 +1172,14 @@ int main(int argc, char **argv)
     test_invites_and_destroy();
     test_persistence();
     test_rooms_per_user();
+    test_failed_save_config();
+    test_failed_unsave();
+    test_failed_save_affiliations();
+    test_failed_save_subject();
+    test_failed_save_register();
+    test_failed_save_invite();
+    test_failed_save_create();
+    test_set_config();
     clear_recs();
     xml_arena_free(in_arena);
     rm_rf(data_dir);
