@@ -2,7 +2,7 @@
  *
  * One process, one epoll loop. It opens N client sessions at a controlled rate from several loopback
  * source addresses, negotiates each stream (optional STARTTLS, SASL PLAIN or SCRAM-SHA-1, resource
- * binding, initial presence) and then runs one workload: idle, login, chat, muc, mixed or silent.
+ * binding, initial presence) and then runs one workload: idle, login, chat, muc, mixed, silent or presence.
  * Every message carries its send time (monotonic ns) in its body, so latency is measured end to end.
  * It reads the server's CPU time and resident memory from /proc/PID when given --server-pid, so the
  * server's cost per stanza is known even when this generator is the bottleneck.
@@ -44,8 +44,9 @@
 /* ---------------------------------------------------------------------------------------------- */
 /* options                                                                                        */
 
-enum workload { W_IDLE, W_LOGIN, W_CHAT, W_MUC, W_MIXED, W_SILENT };
-static const char *const workload_names[] = {"idle", "login", "chat", "muc", "mixed", "silent"};
+enum workload { W_IDLE, W_LOGIN, W_CHAT, W_MUC, W_MIXED, W_SILENT, W_PRESENCE };
+static const char *const workload_names[] = {"idle", "login", "chat", "muc", "mixed", "silent", "presence"};
+#define W_LAST W_PRESENCE
 
 static struct {
     const char *host, *domain, *muc_domain, *password, *mech;
@@ -56,12 +57,13 @@ static struct {
     int quiet;
     int no_coalesce;
     int stop_at;
-    const char *key_cache;      /* file that keeps derived SCRAM keys between runs, as a client would */                /* idle: hold sessions at this negotiation stage (memory breakdown) */
+    const char *key_cache;      /* file that keeps derived SCRAM keys between runs, as a client would */
+    int roster_shared;          /* presence: the server runs roster = shared (fan-out to every other session) */                /* idle: hold sessions at this negotiation stage (memory breakdown) */
 } opt = {
     .host = "127.0.0.1", .domain = "localhost", .password = "password", .mech = "PLAIN",
     .port = 5222, .sessions = 100, .concurrency = 500, .window = 0, .rooms = 1, .occupants = 10,
     .senders = 1, .rate = 0, .msg_rate = 0, .duration = 10, .settle = 1.0, .drain = 2.0,
-    .workload = W_IDLE,
+    .workload = W_IDLE, .roster_shared = 1,
 };
 
 static void usage(void)
@@ -79,13 +81,16 @@ static void usage(void)
         "  --rate R            new sessions per second, 0 = as fast as --concurrency allows (0)\n"
         "  --concurrency C     most logins in progress at once (500)\n"
         "  --sources S         loopback source addresses 127.0.0.2.. (enough for N)\n"
-        "  --workload W        idle | login | chat | muc | mixed | silent (idle)\n"
+        "  --workload W        idle | login | chat | muc | mixed | silent | presence (idle)\n"
         "  --duration S        seconds of the measured phase (10)\n"
-        "  --msg-rate R        offered messages/s in total (chat, muc, mixed)\n"
-        "  --window W          flat out instead: W messages in flight per sender\n"
+        "  --msg-rate R        offered messages/s in total (chat, muc, mixed), presence changes/s (presence)\n"
+        "  --window W          flat out instead: W messages in flight per sender (presence: W changes, at\n"
+        "                      most 16, each in flight until every contact and the sender itself have it)\n"
         "  --rooms R           rooms room0..room{R-1} (1)\n"
         "  --occupants M       occupants in all (muc; default 10), the first N sessions\n"
-        "  --senders K         occupants that send groupchat (1)\n"
+        "  --senders K         occupants that send groupchat, or sessions that change presence (1)\n"
+        "  --roster MODE       presence: the server's roster setting, shared (each change goes to every\n"
+        "                      other session) or empty (only reflected to the sender) (shared)\n"
         "  --server-pid PID    read the server's CPU and memory from /proc/PID\n"
         "  --settle S          seconds to wait before measuring memory (1)\n"
         "  --drain S           seconds to wait for in-flight messages at the end (2)\n"
@@ -374,6 +379,8 @@ typedef struct conn {
     int sender;                             /* sends groupchat */
     uint32_t inflight;
     uint64_t seq;
+    uint32_t pres_seen;                     /* presence: contacts' initial presences received (login storm) */
+    unsigned char pres_self;                /* presence: own initial presence reflected */
 } conn;
 
 static conn *conns;
@@ -390,10 +397,12 @@ static struct {
     uint64_t sent, delivered, errors, muc_sent, muc_expected, muc_delivered, chat_sent, chat_delivered;
     uint64_t bytes_in, bytes_out;
     uint64_t stream_errors;
+    /* presence workload: the login storm, then the measured changes */
+    uint64_t storm_seen, storm_self, pres_expected, pres_delivered, pres_reflected, pres_completed, pres_stray;
     char first_error[200];
 } st;
 
-static hist lat_login, lat_msg;
+static hist lat_login, lat_msg, lat_fanout;
 static int measuring;          /* latencies count only during the measured phase */
 static int sending;            /* the send phase is on: windows refill */
 static int *room_size;
@@ -842,8 +851,88 @@ static void on_message(conn *c, const char *p, size_t n)
     }
 }
 
+/* presence workload: a session's broadcast presence changes, alternately away and available, each carrying
+ * "SENDTIME SENDER SEQ" in <status>. A change is complete when every contact (roster = shared: every other
+ * session) and the sender itself (the server reflects it) have it; --window counts incomplete changes. */
+#define PRES_SLOTS 16
+typedef struct { uint64_t seq, ts; uint32_t remain; unsigned char reflected, busy; } pres_slot;
+static pres_slot *pslots;       /* PRES_SLOTS per session, indexed by seq % PRES_SLOTS */
+static uint32_t pres_fanout;    /* contacts each change goes to */
+
+static void send_presence_change(conn *c, uint64_t ts)
+{
+    if (c->state != C_ACTIVE) return;
+    uint64_t seq = c->seq;
+    pres_slot *sl = &pslots[(size_t)(c - conns) * PRES_SLOTS + seq % PRES_SLOTS];
+    if (sl->busy) return;           /* the change PRES_SLOTS back is still out: skip rather than lose count */
+    char buf[256];
+    int n = snprintf(buf, sizeof buf, "<presence>%s<status>%" PRIu64 " %d %" PRIu64 "</status></presence>",
+                     seq & 1 ? "" : "<show>away</show>", ts, (int)(c - conns), seq);
+    if (conn_send(c, buf, (size_t)n) != 0) return;
+    c->seq++;
+    *sl = (pres_slot){.seq = seq, .ts = ts, .remain = pres_fanout, .busy = 1};
+    c->inflight++;
+    st.sent++;
+    st.pres_expected += pres_fanout;
+}
+
+static void pres_progress(int who, uint64_t seq, int reflected)
+{
+    pres_slot *sl = &pslots[(size_t)who * PRES_SLOTS + seq % PRES_SLOTS];
+    if (!sl->busy || sl->seq != seq) return;
+    if (reflected) sl->reflected = 1;
+    else if (sl->remain) sl->remain--;
+    if (sl->remain || !sl->reflected) return;
+    uint64_t t = now_ns();
+    if (measuring && t >= sl->ts) hist_add(&lat_fanout, t - sl->ts);
+    sl->busy = 0;
+    st.pres_completed++;
+    conn *s = &conns[who];
+    if (s->inflight) s->inflight--;
+    if (sending && opt.window > 0 && s->inflight < (uint32_t)opt.window) send_presence_change(s, t);
+}
+
+static void on_roster_presence(conn *c, const char *p, size_t n)
+{
+    char from[300] = "", type[32] = "";
+    attr_get(p, n, "from", from, sizeof from);
+    attr_get(p, n, "type", type, sizeof type);
+    int me = (int)(c - conns), who = -1;
+    if (sscanf(from, "user%d@", &who) != 1 || who < 0 || who >= opt.sessions) { st.pres_stray++; return; }
+    if (type[0]) {                  /* unavailable (a session went away), error: not part of the plan */
+        st.errors++;
+        note_error("presence type %s from %s to session %d", type, from, me);
+        return;
+    }
+    size_t sl;
+    const char *status = child_text(p, n, "status", &sl);
+    if (!status) {                  /* an initial <presence/>: the login storm */
+        if (who == me) { if (!c->pres_self) { c->pres_self = 1; st.storm_self++; } }
+        else { c->pres_seen++; st.storm_seen++; }
+        return;
+    }
+    char tmp[96];
+    if (sl >= sizeof tmp) { st.pres_stray++; return; }
+    memcpy(tmp, status, sl);
+    tmp[sl] = 0;
+    uint64_t ts, seq;
+    int idx;
+    if (sscanf(tmp, "%" SCNu64 " %d %" SCNu64, &ts, &idx, &seq) != 3 || idx != who) { st.pres_stray++; return; }
+    if (who == me) {
+        st.pres_reflected++;
+        pres_progress(who, seq, 1);
+        return;
+    }
+    uint64_t t = now_ns();
+    if (measuring && t >= ts) hist_add(&lat_msg, t - ts);
+    st.pres_delivered++;
+    st.delivered++;
+    pres_progress(who, seq, 0);
+}
+
 static void on_presence(conn *c, const char *p, size_t n)
 {
+    if (opt.workload == W_PRESENCE) { on_roster_presence(c, p, n); return; }
     if (c->in_room || c->room < 0) return;
     char from[300] = "", type[32] = "";
     attr_get(p, n, "from", from, sizeof from);
@@ -1285,7 +1374,8 @@ static void send_tick(void)
             continue;
         }
         conn *c = &conns[senders_list[sender_rr++ % nsenders]];
-        if (c->in_room && c->peer < 0) send_groupchat(c, ts);
+        if (opt.workload == W_PRESENCE) send_presence_change(c, ts);
+        else if (c->in_room && c->peer < 0) send_groupchat(c, ts);
         else send_chat(c, ts);
     }
     /* wake exactly when the next message is due, not on the next 1 ms tick: a late send is latency */
@@ -1304,7 +1394,8 @@ static void start_sending(void)
         for (int i = 0; i < nsenders; i++) {
             conn *c = &conns[senders_list[i]];
             for (int w = 0; w < opt.window; w++) {
-                if (c->in_room && (send_group == 1 || (send_group == 2 && c->peer < 0))) send_groupchat(c, now_ns());
+                if (opt.workload == W_PRESENCE) send_presence_change(c, now_ns());
+                else if (c->in_room && (send_group == 1 || (send_group == 2 && c->peer < 0))) send_groupchat(c, now_ns());
                 else if (c->peer >= 0) send_chat(c, now_ns());
             }
         }
@@ -1382,6 +1473,12 @@ static int parse_args(int argc, char **argv)
         else if (!strcmp(a, "--quiet")) opt.quiet = 1;
         else if (!strcmp(a, "--no-coalesce")) opt.no_coalesce = 1;
         else if (!strcmp(a, "--key-cache")) { NEEDV(); opt.key_cache = v; }
+        else if (!strcmp(a, "--roster")) {
+            NEEDV();
+            if (!strcmp(v, "shared")) opt.roster_shared = 1;
+            else if (!strcmp(v, "empty")) opt.roster_shared = 0;
+            else { fprintf(stderr, "couplet-load: --roster shared|empty\n"); return -1; }
+        }
         else if (!strcmp(a, "--stop-at")) {
             NEEDV();
             static const char *const stages[] = {"", "header", "auth", "bind", "full"};
@@ -1392,7 +1489,7 @@ static int parse_args(int argc, char **argv)
         else if (!strcmp(a, "--workload")) {
             NEEDV();
             int found = 0;
-            for (int w = 0; w <= W_SILENT; w++)
+            for (int w = 0; w <= W_LAST; w++)
                 if (!strcmp(v, workload_names[w])) { opt.workload = (enum workload)w; found = 1; }
             if (!found) { fprintf(stderr, "couplet-load: unknown workload %s\n", v); return -1; }
         } else if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(); exit(0); }
@@ -1412,6 +1509,10 @@ static int parse_args(int argc, char **argv)
         if (opt.occupants > opt.sessions) opt.sessions = opt.occupants;
         if (opt.occupants < opt.sessions) opt.sessions = opt.occupants;
         if (opt.senders > opt.occupants) opt.senders = opt.occupants;
+    }
+    if (opt.workload == W_PRESENCE) {
+        if (opt.senders > opt.sessions) opt.senders = opt.sessions;
+        if (opt.window > PRES_SLOTS) opt.window = PRES_SLOTS;
     }
     if (!opt.sources) opt.sources = opt.sessions / PORTS_PER_SOURCE + 1;
     if (opt.sources > MAX_SOURCES) opt.sources = MAX_SOURCES;
@@ -1459,6 +1560,9 @@ static void assign_roles(void)
             }
             break;
         }
+        case W_PRESENCE:
+            if (i < opt.senders) { c->sender = 1; senders_list[nsenders++] = i; }
+            break;
         default:
             break;
         }
@@ -1488,6 +1592,7 @@ int main(int argc, char **argv)
 
     double planned = opt.duration + opt.settle + opt.drain + (double)opt.sessions / (opt.rate > 0 ? opt.rate : 2000.0);
     if (opt.workload == W_LOGIN && !strcmp(opt.mech, "SCRAM-SHA-1")) planned *= 2;
+    if (opt.workload == W_PRESENCE) planned += (double)opt.sessions * (double)opt.sessions / 200000.0;   /* storm */
     int cap = opt.hard_cap > 0 ? opt.hard_cap : (int)planned + HARD_CAP_EXTRA;
     t_origin = now_ns();
     t_deadline = t_origin + (uint64_t)cap * 1000000000ull;
@@ -1502,6 +1607,8 @@ int main(int argc, char **argv)
     }
     conns = calloc((size_t)opt.sessions, sizeof *conns);
     queued_list = calloc((size_t)opt.sessions, sizeof *queued_list);
+    pslots = calloc(opt.workload == W_PRESENCE ? (size_t)opt.sessions * PRES_SLOTS : 1, sizeof *pslots);
+    if (!pslots) { perror("couplet-load"); return 2; }
     epfd = epoll_create1(EPOLL_CLOEXEC);
     timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
     if (!conns || epfd < 0 || timer_fd < 0) { perror("couplet-load"); return 2; }
@@ -1533,6 +1640,7 @@ int main(int argc, char **argv)
         g0 = self_cpu_s();
     }
 
+    uint64_t t_open = now_ns();
     double login_s = open_sessions(opt.sessions);
     proc_sample s1 = proc_read(opt.server_pid);
     double g1 = self_cpu_s();
@@ -1543,6 +1651,10 @@ int main(int argc, char **argv)
     double g_start = g1, g2 = g1, phase_s = 0;
     uint64_t delivered0 = 0;
     hist lat_msg_copy;
+    /* presence: the login storm (connect .. every session has every other's initial presence) */
+    double storm_s = 0;
+    int storm_done = 0;
+    proc_sample s_storm = s1;
 
     switch (opt.workload) {
     case W_IDLE:
@@ -1559,6 +1671,58 @@ int main(int argc, char **argv)
         g2 = self_cpu_s();
         phase_s = opt.duration;
         break;
+    case W_PRESENCE: {
+        /* the storm: each session's initial presence goes to every available session, each newcomer is
+         * greeted with every other's; done when every session has its own and (shared) all N-1 others */
+        uint64_t n_in = st.logged_in, last_check = 0;
+        while (!over_time() && now_ns() - t_open < 300000000000ull) {
+            uint64_t t = now_ns();
+            if (t - last_check > 1000000ull) {      /* an O(N) check, at most once a millisecond */
+                last_check = t;
+                uint64_t ok = 0;
+                for (int i = 0; i < opt.sessions; i++) {
+                    conn *c = &conns[i];
+                    ok += c->state == C_ACTIVE && c->pres_self && (!opt.roster_shared || c->pres_seen + 1 >= n_in);
+                }
+                if (ok >= n_in) { storm_done = 1; break; }
+            }
+            loop_once(NULL);
+        }
+        storm_s = (double)(now_ns() - t_open) / 1e9;
+        s_storm = proc_read(opt.server_pid);
+        progress(storm_done ? "presence storm done" : "presence storm incomplete");
+        run_for(opt.settle, NULL);
+        s_mem = proc_read(opt.server_pid);
+        if (st.logged_in) rss_per_session = (double)(s_mem.rss_kb - s0.rss_kb) * 1024.0 / (double)st.logged_in;
+        /* the changes: from the first --senders sessions, flat out (--window) or at --msg-rate */
+        uint64_t alive_now = 0;
+        nsenders = 0;
+        for (int i = 0; i < opt.sessions; i++) {
+            alive_now += conns[i].state == C_ACTIVE;
+            if (conns[i].state == C_ACTIVE && conns[i].sender) senders_list[nsenders++] = i;
+        }
+        pres_fanout = opt.roster_shared && alive_now ? (uint32_t)(alive_now - 1) : 0;
+        delivered0 = st.delivered;
+        uint64_t sent_base = st.sent;
+        s_start = proc_read(opt.server_pid);
+        g_start = self_cpu_s();
+        uint64_t t0 = now_ns();
+        start_sending();
+        run_for(opt.duration, send_tick);
+        sending = 0;
+        uint64_t t_stop = now_ns();
+        while (!over_time() && now_ns() - t_stop < (uint64_t)(opt.drain * 1e9) &&
+               st.pres_completed < st.sent - sent_base)
+            loop_once(NULL);
+        uint64_t t_end = now_ns();
+        s2 = proc_read(opt.server_pid);
+        g2 = self_cpu_s();
+        measuring = 0;
+        phase_s = (double)(t_end - t0) / 1e9;
+        st.sent -= sent_base;
+        st.delivered -= delivered0;
+        break;
+    }
     case W_LOGIN:
         s_start = s0;
         g_start = g0;
@@ -1660,6 +1824,31 @@ int main(int argc, char **argv)
         if (st.sent)
             printf(" server_us_per_sent=%.3f", server_cpu * 1e6 / (double)st.sent);
     }
+    if (opt.workload == W_PRESENCE) {
+        uint64_t storm_stanzas = st.storm_seen + st.storm_self;
+        double storm_cpu = s_storm.cpu_s - s0.cpu_s;
+        uint64_t lost = st.pres_expected > st.pres_delivered ? st.pres_expected - st.pres_delivered : 0;
+        printf(" roster=%s storm_done=%d storm_s=%.3f storm_presence_in=%" PRIu64 " storm_server_cpu_s=%.3f"
+               " storm_server_sys_s=%.3f storm_server_us_per_session=%.1f storm_server_us_per_stanza=%.3f",
+               opt.roster_shared ? "shared" : "empty", storm_done, storm_s, storm_stanzas, storm_cpu,
+               s_storm.sys_s - s0.sys_s, st.logged_in ? storm_cpu * 1e6 / (double)st.logged_in : 0.0,
+               storm_stanzas ? storm_cpu * 1e6 / (double)storm_stanzas : 0.0);
+        printf(" phase_s=%.3f senders=%d window=%d offered_changes_per_s=%.0f fanout=%u changes=%" PRIu64
+               " changes_per_s=%.0f completed=%" PRIu64 " expected=%" PRIu64 " delivered=%" PRIu64
+               " delivered_per_s=%.0f lost=%" PRIu64 " reflected=%" PRIu64 " stray=%" PRIu64 " errors=%" PRIu64,
+               phase_s, nsenders, opt.window, opt.window > 0 ? 0.0 : opt.msg_rate, pres_fanout, st.sent,
+               phase_s > 0 ? (double)st.sent / phase_s : 0.0, st.pres_completed, st.pres_expected,
+               st.pres_delivered, phase_s > 0 ? (double)st.pres_delivered / phase_s : 0.0, lost,
+               st.pres_reflected, st.pres_stray, st.errors);
+        printf(" lat_p50_us=%.1f lat_p99_us=%.1f fanout_p50_us=%.1f fanout_p99_us=%.1f fanout_max_us=%.1f",
+               hist_pct(&lat_msg_copy, 50) / 1e3, hist_pct(&lat_msg_copy, 99) / 1e3, hist_pct(&lat_fanout, 50) / 1e3,
+               hist_pct(&lat_fanout, 99) / 1e3, lat_fanout.max / 1e3);
+        if (st.sent)
+            printf(" server_us_per_change=%.3f gen_us_per_change=%.3f", server_cpu * 1e6 / (double)st.sent,
+                   gen_cpu * 1e6 / (double)st.sent);
+        if (st.pres_delivered)
+            printf(" server_us_per_delivery=%.3f", server_cpu * 1e6 / (double)st.pres_delivered);
+    }
     printf(" server_cpu_s=%.3f gen_cpu_s=%.3f server_cpu_pct=%.1f gen_cpu_pct=%.1f", server_cpu, gen_cpu,
            phase_s > 0 ? server_cpu * 100 / phase_s : 0.0, phase_s > 0 ? gen_cpu * 100 / phase_s : 0.0);
     printf(" server_sys_s=%.3f coalesce=%d", s2.sys_s - s_start.sys_s, !opt.no_coalesce);
@@ -1675,6 +1864,15 @@ int main(int argc, char **argv)
            hist_pct(&lat_login, 50) / 1e6, hist_pct(&lat_login, 99) / 1e6);
     if (opt.server_pid > 0)
         printf("  %-28s %ld -> %ld kB (%.0f B per session)\n", "server RSS", s0.rss_kb, s_mem.rss_kb, rss_per_session);
+    if (opt.workload == W_PRESENCE) {
+        printf("  %-28s %.3f s, server CPU %.3f s (%s)\n", "login storm", storm_s, s_storm.cpu_s - s0.cpu_s,
+               storm_done ? "every session has every presence" : "INCOMPLETE");
+        printf("  %-28s %.0f/s to %u contacts each; p50 %.1f / p99 %.1f us until all have it\n", "presence changes",
+               phase_s > 0 ? (double)st.sent / phase_s : 0.0, pres_fanout, hist_pct(&lat_fanout, 50) / 1e3,
+               hist_pct(&lat_fanout, 99) / 1e3);
+        if (st.sent)
+            printf("  %-28s %.1f us per change\n", "server CPU", server_cpu * 1e6 / (double)st.sent);
+    }
     if (st.delivered)
         printf("  %-28s %.0f/s, latency p50 %.1f / p90 %.1f / p99 %.1f / max %.1f us\n", "delivered",
                (double)st.delivered / phase_s, hist_pct(&lat_msg_copy, 50) / 1e3, hist_pct(&lat_msg_copy, 90) / 1e3,
@@ -1687,5 +1885,6 @@ int main(int argc, char **argv)
     conn_close_all();
     if (opt.key_cache) scram_cache_save(opt.key_cache, opt.password);
     int bad = st.failed > 0 || st.dropped > 0;
+    if (opt.workload == W_PRESENCE && (!storm_done || st.pres_completed < st.sent || st.errors)) bad = 1;
     return over_time() && !interrupted ? 3 : bad ? 1 : 0;
 }

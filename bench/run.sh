@@ -5,13 +5,19 @@
 #
 #   bench/run.sh            the standard suite (2-3 minutes on 2 cores)
 #   bench/run.sh --large    100,000 idle sessions only (needs a file limit above 100,000)
+#   bench/run.sh --presence roster = shared: cost per presence change and login storm, 10 .. 2,000 accounts
+#                           (about 2.5 minutes)
+# BUILD=DIR takes the binaries from DIR (default build), where `make BUILD=DIR` puts them.
 set -u
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-SERVER=$ROOT/build/couplet
-LOAD=$ROOT/build/couplet-load
+case ${BUILD:-build} in /*) BIN=${BUILD} ;; *) BIN=$ROOT/${BUILD:-build} ;; esac
+SERVER=$BIN/couplet
+LOAD=$BIN/couplet-load
 LARGE=0
 [ "${1:-}" = "--large" ] && LARGE=1
+PRESENCE=0
+[ "${1:-}" = "--presence" ] && PRESENCE=1
 
 for b in "$SERVER" "$LOAD"; do
     [ -x "$b" ] || { echo "bench: $b is missing; run make bench" >&2; exit 2; }
@@ -38,6 +44,11 @@ log() { echo "bench: $*" >&2; }
 
 NACC=10000
 [ $LARGE = 1 ] && NACC=100000
+[ $PRESENCE = 1 ] && NACC=2000
+# SCRAM iterations of the imported accounts: logins run no PBKDF2 on either side (stored keys on the server,
+# the generator's key cache), so the presence runs use fewer, to import faster
+SCRAM_ITERATIONS=4096
+[ $PRESENCE = 1 ] && SCRAM_ITERATIONS=256
 if [ "$NOFILE" -lt $((NACC + 1000)) ]; then
     if [ $LARGE = 1 ]; then
         log "cannot run $NACC idle sessions: the hard file limit is $NOFILE (each side needs one descriptor per session)"
@@ -60,7 +71,7 @@ write_conf() {   # write_conf PORT [extra lines...]
         echo "c2s_port = $port"
         echo "c2s_tls_port = 0"
         echo "require_encryption = $REQUIRE_ENCRYPTION"
-        echo "scram_iterations = 4096"
+        echo "scram_iterations = $SCRAM_ITERATIONS"
         echo "max_connections = 200000"
         # rate limits off, as for the reference servers: the load comes from a few loopback addresses
         echo "max_connections_per_ip = 0"
@@ -133,17 +144,127 @@ median_of() {   # median_of NAME KEY: the run NAME_1..3 whose KEY is the median;
     cp "$TMP/$1_$m.cmd" "$TMP/$1.cmd"
 }
 
+# --presence: roster = shared. At N accounts (one session each) the generator logs in N sessions, each sends
+# its initial presence (the login storm: every session must receive the N-1 others'), then changes presence
+# (<show>away</show> alternated with available), measured two ways, three runs each:
+#   isolated: 10 senders in turn at a fixed rate low enough that one change's fan-out is done before the
+#             next (each delivery is then a send() of its own, as when one user goes away);
+#   flat out: 10 senders with 4 changes each in flight (a change is done when all N-1 contacts have it).
+# roster = empty at 100 (the change is only reflected to the sender), and at 1,000 and 2,000 for the login
+# storm and memory without the fan-out.
+med3() {   # med3 NAME KEY: "median (a/b/c)" of KEY over NAME_1..3
+    local a b c m
+    a=$(val "$1_1" "$2"); b=$(val "$1_2" "$2"); c=$(val "$1_3" "$2")
+    m=$(printf '%s\n%s\n%s\n' "$a" "$b" "$c" | sort -g | sed -n 2p)
+    echo "$m ($a/$b/$c)"
+}
+bench_presence() {
+    local n k name rate mode kpct fails
+    # fill the generator's key cache, so that no run derives keys during its login storm
+    run presence_warm --workload login --sessions "$NACC" --mech SCRAM-SHA-1 --concurrency 500
+    for n in 10 100 1000 2000; do
+        [ "$n" -le "$NACC" ] || continue
+        case $n in 10) rate=1000;; 100) rate=200;; 1000) rate=40;; *) rate=20;; esac
+        EXTRA_CONF=("roster = shared")
+        for k in 1 2 3; do
+            run "pres_iso_shared_${n}_$k" --workload presence --sessions "$n" --mech SCRAM-SHA-1 --senders 10 \
+                --msg-rate "$rate" --duration 3 --settle 0.5
+            run "pres_sat_shared_${n}_$k" --workload presence --sessions "$n" --mech SCRAM-SHA-1 --senders 10 \
+                --window 4 --duration 3 --settle 0.5
+        done
+        median_of "pres_iso_shared_$n" server_us_per_change
+        median_of "pres_sat_shared_$n" server_us_per_change
+    done
+    EXTRA_CONF=("roster = empty")
+    for k in 1 2 3; do
+        run "pres_iso_empty_100_$k" --workload presence --roster empty --sessions 100 --mech SCRAM-SHA-1 \
+            --senders 10 --msg-rate 200 --duration 3 --settle 0.5
+        run "pres_sat_empty_100_$k" --workload presence --roster empty --sessions 100 --mech SCRAM-SHA-1 \
+            --senders 10 --window 4 --duration 3 --settle 0.5
+    done
+    median_of pres_iso_empty_100 server_us_per_change
+    median_of pres_sat_empty_100 server_us_per_change
+    for n in 1000 2000; do
+        [ "$n" -le "$NACC" ] || continue
+        run "pres_sat_empty_$n" --workload presence --roster empty --sessions "$n" --mech SCRAM-SHA-1 \
+            --senders 10 --window 4 --duration 3 --settle 0.5
+    done
+    EXTRA_CONF=()
+    local t1 bg1
+    t1=$(date +%s)
+    bg1=$(background_load)
+    log "background load after the runs: ${bg1}% of one CPU"
+
+    cat <<EOF
+
+## Shared roster: presence runs ($(date -u +%Y-%m-%d), $((t1 - T0)) s)
+
+Machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')), Linux $(uname -r).
+Background load (other processes) over 1 s: ${BG0}% of one CPU before, ${bg1}% after. Server µs per change
+and the storm figures: median of 3 runs (all three in brackets); the row's other figures are from the run
+with the median µs per change. PORT and PID stand for the free port and the server's pid.
+
+### Cost per presence change
+
+| accounts | roster | mode | changes/s | delivered stanzas/s | until all contacts have it, p50 / p99 | server CPU | server µs per change | server µs per delivered stanza | of it in the kernel | command |
+| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |
+EOF
+    for name in pres_iso_shared_10 pres_sat_shared_10 pres_iso_shared_100 pres_sat_shared_100 pres_iso_empty_100 \
+                pres_sat_empty_100 pres_iso_shared_1000 pres_sat_shared_1000 pres_iso_shared_2000 pres_sat_shared_2000; do
+        [ -f "$TMP/$name" ] || continue
+        case $name in
+            pres_iso_*) mode="isolated, $(val "$name" offered_changes_per_s)/s offered";;
+            *) mode="flat out, $(val "$name" window) in flight per sender";;
+        esac
+        kpct=$(awk -v s="$(val "$name" server_sys_s)" -v c="$(val "$name" server_cpu_s)" \
+            'BEGIN { if (c > 0) printf "%.0f%%", 100 * s / c; else print "-" }')
+        echo "| $(val "$name" sessions) | $(val "$name" roster) | $mode | $(val "$name" changes_per_s) | $(val "$name" delivered_per_s) | $(val "$name" fanout_p50_us) / $(val "$name" fanout_p99_us) µs | $(val "$name" server_cpu_pct)% | $(med3 "$name" server_us_per_change) | $(val "$name" server_us_per_delivery) | $kpct | \`$(cmd "$name")\` (config \`roster = $(val "$name" roster)\`) |"
+    done
+    cat <<EOF
+
+### Login storm (first connect .. every session has every other session's initial presence) and memory
+
+| accounts | roster | presence stanzas received | storm time | server CPU in the storm | server RSS per session after it | command |
+| ---: | --- | ---: | ---: | ---: | ---: | --- |
+EOF
+    for name in pres_sat_shared_10 pres_sat_shared_100 pres_sat_empty_100 pres_sat_shared_1000 pres_sat_empty_1000 \
+                pres_sat_shared_2000 pres_sat_empty_2000; do
+        [ -f "$TMP/$name" ] || continue
+        if [ -f "$TMP/${name}_1" ]; then
+            echo "| $(val "$name" sessions) | $(val "$name" roster) | $(val "$name" storm_presence_in) | $(med3 "$name" storm_s) s | $(med3 "$name" storm_server_cpu_s) s | $(med3 "$name" rss_per_session_b) B | \`$(cmd "$name")\` (config \`roster = $(val "$name" roster)\`) |"
+        else
+            echo "| $(val "$name" sessions) | $(val "$name" roster) | $(val "$name" storm_presence_in) | $(val "$name" storm_s) s | $(val "$name" storm_server_cpu_s) s | $(val "$name" rss_per_session_b) B | \`$(cmd "$name")\` (config \`roster = $(val "$name" roster)\`) |"
+        fi
+    done
+    echo
+    echo "Raw summary lines:"
+    echo
+    echo '```'
+    for name in presence_warm $(cd "$TMP" && ls pres_* 2>/dev/null | grep -v '\.' | sort -V); do
+        [ -f "$TMP/${name}_1" ] && continue         # the median's copy: its run is listed
+        echo "$name: $(cut -c8- "$TMP/$name")"
+    done
+    echo '```'
+    fails=$(cat "$TMP"/pres_* 2>/dev/null | grep -h '^RESULT' | grep -c 'first_error=[^-]' || true)
+    [ "$fails" = 0 ] || log "$fails run(s) reported an error (first_error=...) - see the raw lines"
+}
+
 log "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), kernel $(uname -r), file limit $NOFILE"
 T0=$(date +%s)
 BG0=$(background_load)
 log "background load before the suite: ${BG0}% of one CPU"
 [ "$BG0" -lt 10 ] || log "WARNING: other processes are using the CPU; the figures will be noisy"
 
-# accounts: user0..userN-1, password "password", SCRAM keys with 4096 iterations, one import
+# accounts: user0..userN-1, password "password", SCRAM keys with 4096 iterations (256 for --presence), one import
 log "importing $NACC accounts (the server derives SCRAM-SHA-1 and -256 keys for each)"
 write_conf 1
 awk -v n="$NACC" 'BEGIN { for (i = 0; i < n; i++) print "user" i "@localhost password" }' \
     | "$SERVER" -c "$TMP/couplet.conf" import 2>&1 | tail -1 >&2
+
+if [ $PRESENCE = 1 ]; then
+    bench_presence
+    exit 0
+fi
 
 if [ $LARGE = 1 ]; then
     run large_idle --workload idle --sessions "$NACC" --mech SCRAM-SHA-1 --rate 5000 --duration 10

@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """slixmpp_check.py - Couplet as a real client library sees it: Debian's python3-slixmpp logs two accounts in
 over STARTTLS with SCRAM-SHA-1 against the self-signed certificate, exchanges messages, pings the server, and
-uses a password-protected room. Prints one line per check and "N passed, M failed".
+uses a password-protected room; a third login goes over direct TLS (XEP-0368). Prints one line per check and
+"N passed, M failed".
 
 usage: slixmpp_check.py PATH_TO_COUPLET
 """
@@ -67,7 +68,7 @@ class Bot(slixmpp.ClientXMPP):
         self.ready.set()
 
 
-async def scenario(port):
+async def scenario(port, tls_port):
     romeo = Bot("romeo@localhost/orchard", "password", "SCRAM-SHA-1")
     juliet = Bot("juliet@localhost/balcony", "password", "SCRAM-SHA-256")
     for bot in (romeo, juliet):
@@ -117,6 +118,35 @@ async def scenario(port):
     for bot in (romeo, juliet):
         bot.disconnect()
     await asyncio.sleep(0.5)
+    await direct_tls(tls_port)
+
+
+async def direct_tls(tls_port):
+    """XEP-0368: TLS from the first byte on the direct TLS port, then SASL and binding as usual."""
+    nurse = Bot("nurse@localhost/direct", "password", "SCRAM-SHA-256")
+    nurse["feature_mechanisms"].unencrypted_plain = False
+    nurse.connect(("127.0.0.1", tls_port), use_ssl=True)
+    try:
+        await asyncio.wait_for(nurse.ready.wait(), 10)
+    except asyncio.TimeoutError:
+        check(False, "a client logs in over direct TLS", "timeout")
+        nurse.abort()
+        return
+    tls = nurse.transport.get_extra_info("ssl_object") if nurse.transport else None
+    check(tls is not None and tls.version() in ("TLSv1.2", "TLSv1.3") and nurse.mechanism == "SCRAM-SHA-256",
+          "a client logs in over direct TLS (XEP-0368) with SCRAM-SHA-256",
+          (tls.version() if tls else None, nurse.mechanism))
+    check(str(nurse.boundjid) == "nurse@localhost/direct", "it binds its resource over direct TLS",
+          str(nurse.boundjid))
+    ended = asyncio.Event()
+    reasons = []
+    nurse.add_event_handler("disconnected", lambda reason: (reasons.append(reason), ended.set()))
+    nurse.disconnect(wait=3)
+    try:
+        await asyncio.wait_for(ended.wait(), 5)
+        check(reasons == ["End of stream"], "the server answers its </stream:stream> with its own", reasons)
+    except asyncio.TimeoutError:
+        check(False, "the direct TLS stream closes", "timeout")
 
 
 async def presence_from(bot, jid, timeout=5):
@@ -206,10 +236,13 @@ def main():
     couplet = os.path.abspath(sys.argv[1])
     tmp = tempfile.mkdtemp(prefix="couplet-slixmpp-")
     port = free_port()
+    tls_port = free_port()
+    while tls_port == port:
+        tls_port = free_port()
     conf = os.path.join(tmp, "couplet.conf")
     with open(conf, "w") as f:
-        f.write("c2s_port = %d\nc2s_tls_port = 0\ndata_dir = %s/data\nlog_level = warn\n" % (port, tmp))
-    for user in ("romeo", "juliet"):
+        f.write("c2s_port = %d\nc2s_tls_port = %d\ndata_dir = %s/data\nlog_level = warn\n" % (port, tls_port, tmp))
+    for user in ("romeo", "juliet", "nurse"):
         subprocess.run([couplet, "-c", conf, "adduser", user + "@localhost"], input=b"password\n", check=True)
     log = open(os.path.join(tmp, "server.log"), "w")
     server = subprocess.Popen([couplet, "-c", conf], stderr=log)
@@ -220,7 +253,7 @@ def main():
                 break
             except OSError:
                 time.sleep(0.05)
-        asyncio.run(asyncio.wait_for(scenario(port), 40))
+        asyncio.run(asyncio.wait_for(scenario(port, tls_port), 40))
     except asyncio.TimeoutError:
         check(False, "the slixmpp scenario finishes in time", "timeout")
     finally:
