@@ -8,7 +8,7 @@ WARN     = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wno-unused-par
 SAN_FLAGS = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 LDLIBS   = -lssl -lcrypto
 
-CORE_SRCS = net_epoll.c xml.c server.c auth.c muc.c jid.c config.c store.c
+CORE_SRCS = net_epoll.c xml.c server.c auth.c muc.c jid.c config.c log.c store.c admin.c
 CORE_OBJS = $(CORE_SRCS:%.c=$(BUILD)/%.o)
 TEST_SRCS = $(wildcard tests/test_*.c)
 TEST_BINS = $(TEST_SRCS:tests/%.c=$(BUILD)/%)
@@ -34,8 +34,31 @@ $(BUILD)/test_%: tests/test_%.c $(CORE_OBJS) $(TEST_HEADERS)
 $(BUILD):
 	mkdir -p $(BUILD)
 
+# The libstrophe client of the interoperability matrix (tests/interop.sh builds it on demand); only where
+# pkg-config finds libstrophe (Debian's libstrophe-dev), otherwise that column is reported as not run.
+$(BUILD)/interop_strophe: tests/interop_strophe.c | $(BUILD)
+	@if pkg-config --exists libstrophe; then \
+	  echo "$(CC) ... -o $@ tests/interop_strophe.c `pkg-config --libs libstrophe`"; \
+	  $(CC) $(WARN) $(CFLAGS) `pkg-config --cflags libstrophe` -o $@ tests/interop_strophe.c `pkg-config --libs libstrophe`; \
+	else echo "libstrophe not found by pkg-config: $@ not built"; fi
+
 couplet: $(BUILD)/couplet
 	cp $(BUILD)/couplet couplet
+
+# ---- install: the binary, the manual page, the example configuration, the systemd unit ----
+# `make install PREFIX=/usr DESTDIR=/tmp/stage`; the unit's ExecStart follows PREFIX.
+PREFIX  ?= /usr/local
+DESTDIR ?=
+.PHONY: install
+install: $(BUILD)/couplet
+	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/share/man/man8 \
+	  $(DESTDIR)$(PREFIX)/share/doc/couplet $(DESTDIR)$(PREFIX)/lib/systemd/system
+	install -m 0755 $(BUILD)/couplet $(DESTDIR)$(PREFIX)/sbin/couplet
+	install -m 0644 couplet.8 $(DESTDIR)$(PREFIX)/share/man/man8/couplet.8
+	install -m 0644 couplet.conf.example $(DESTDIR)$(PREFIX)/share/doc/couplet/couplet.conf.example
+	sed 's|/usr/local/|$(PREFIX)/|g' contrib/couplet.service >$(DESTDIR)$(PREFIX)/lib/systemd/system/couplet.service
+	chmod 0644 $(DESTDIR)$(PREFIX)/lib/systemd/system/couplet.service
+# ---- end of install ----
 
 # Start the server on its embedded defaults (localhost, ports 5222/5223, data in ./data).
 run: $(BUILD)/couplet
@@ -62,9 +85,9 @@ FUZZ_CC      ?= clang
 FUZZ_DIR      = build/fuzz
 FUZZ_FLAGS    = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter -g -O1 -I. \
                 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
-FUZZ_NAMES   ?= xml jid sasl stream
+FUZZ_NAMES   ?= xml jid sasl stream admin
 FUZZ_BINS     = $(FUZZ_NAMES:%=$(FUZZ_DIR)/fuzz_%)
-FUZZ_STREAM_SRCS = server.c xml.c auth.c muc.c jid.c config.c store.c fuzz/fake_net.c
+FUZZ_STREAM_SRCS = server.c xml.c auth.c muc.c jid.c config.c log.c store.c admin.c fuzz/fake_net.c
 
 $(FUZZ_DIR)/fuzz_xml: fuzz/fuzz_xml.c xml.c $(HEADERS)
 	@mkdir -p $(FUZZ_DIR)
@@ -77,6 +100,10 @@ $(FUZZ_DIR)/fuzz_jid: fuzz/fuzz_jid.c jid.c $(HEADERS)
 $(FUZZ_DIR)/fuzz_sasl: fuzz/fuzz_sasl.c auth.c store.c $(HEADERS)
 	@mkdir -p $(FUZZ_DIR)
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ fuzz/fuzz_sasl.c auth.c store.c $(LDLIBS)
+
+$(FUZZ_DIR)/fuzz_admin: fuzz/fuzz_admin.c admin.c $(HEADERS)
+	@mkdir -p $(FUZZ_DIR)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ fuzz/fuzz_admin.c admin.c
 
 $(FUZZ_DIR)/fuzz_stream: fuzz/fuzz_stream.c fuzz/fake_net.h $(FUZZ_STREAM_SRCS) $(HEADERS)
 	@mkdir -p $(FUZZ_DIR)

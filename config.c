@@ -1,4 +1,4 @@
-/* config.c - the configuration file (key = value lines over built-in defaults) and the log line writer.
+/* config.c - the configuration file (key = value lines over built-in defaults).
  * A file is parsed into a copy and only committed when every line and every cross-check is good, so a
  * refused file never leaves a half-applied configuration behind. */
 #include "config.h"
@@ -16,7 +16,6 @@
 #include <time.h>
 #include <unistd.h>
 
-int log_level = LOG_INFO;
 
 void config_defaults(config *c)
 {
@@ -46,6 +45,7 @@ void config_defaults(config *c)
     c->auth_lockout = 60;
     c->max_sessions_per_account = 10;
     c->log_level = LOG_INFO;
+    strcpy(c->admin_socket, "admin.sock");
     c->muc_create = 1;
     c->muc_max_rooms = 10000;
     c->muc_max_occupants = 1000;
@@ -81,7 +81,8 @@ enum key_kind {
     K_SIZE,
     K_BOOL,
     K_LOGLEVEL,
-    K_ROSTER    /* empty or shared */
+    K_ROSTER,   /* empty or shared */
+    K_USER      /* a system user name, or empty */
 };
 
 typedef struct key_def {
@@ -124,6 +125,8 @@ static const key_def keys[] = {
     { "max_sessions_per_account", K_INT, FIELD(max_sessions_per_account), 1, 1000000 },
     { "log_level", K_LOGLEVEL, FIELD(log_level), LOG_ERR, LOG_DEBUG },
     { "roster", K_ROSTER, FIELD(roster_shared), 0, 1 },
+    { "admin_socket", K_STRING, FIELD(admin_socket), 0, 0 },
+    { "user", K_USER, FIELD(user), 0, 0 },
     { "muc_create", K_BOOL, FIELD(muc_create), 0, 1 },
     { "admins", K_ADMINS, FIELD(admins), 0, 0 },
     { "muc_max_rooms", K_INT, FIELD(muc_max_rooms), 1, 100000000 },
@@ -258,6 +261,18 @@ static int set_admins(const load_ctx *x, unsigned line, const key_def *k, char *
     return 0;
 }
 
+/* The portable user name characters (POSIX): whether such a user exists is only known where the server
+ * starts, so that is checked there. */
+static int set_user(const load_ctx *x, unsigned line, const key_def *k, char *field, const char *v)
+{
+    size_t len = strlen(v);
+    if (len >= k->size) return fail(x, line, k->name, "value too long (%zu bytes, at most %zu)", len, k->size - 1);
+    if (v[0] == '-' || strspn(v, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") != len)
+        return fail(x, line, k->name, "'%.100s' is not a user name (letters, digits, '.', '_', '-')", v);
+    memcpy(field, v, len + 1);
+    return 0;
+}
+
 static int set_value(const load_ctx *x, unsigned line, const key_def *k, config *c, const char *v)
 {
     char *field = (char *)c + k->off;
@@ -270,6 +285,7 @@ static int set_value(const load_ctx *x, unsigned line, const key_def *k, config 
     case K_DOMAIN: return set_domain(x, line, k, field, v);
     case K_ADDR: return set_addr(x, line, k, field, v);
     case K_ADMINS: return set_admins(x, line, k, field, v);
+    case K_USER: return set_user(x, line, k, field, v);
     case K_BOOL:
         r = config_parse_bool(v);
         if (r < 0) return fail(x, line, k->name, "'%.100s' is not a boolean (true/false, yes/no, on/off, 1/0)", v);
@@ -382,10 +398,24 @@ static int check_whole(const load_ctx *x, const config *c, const unsigned *set_o
     if ((c->tls_cert[0] == '\0') != (c->tls_key[0] == '\0'))
         return fail(x, line_of(set_on, "tls_cert", "tls_key"), c->tls_cert[0] ? "tls_key" : "tls_cert",
                     "tls_cert and tls_key must be given together");
+    char sock[CONFIG_SOCKET_PATH_MAX];
+    if (config_admin_socket_path(c, sock, sizeof sock) < 0)
+        return fail(x, line_of(set_on, "admin_socket", "data_dir"), "admin_socket",
+                    "the socket path (under data_dir when relative) is longer than %d bytes",
+                    CONFIG_SOCKET_PATH_MAX - 1);
     if (c->c2s_port != 0 && c->c2s_port == c->c2s_tls_port)
         return fail(x, line_of(set_on, "c2s_port", "c2s_tls_port"), "c2s_tls_port",
                     "c2s_port and c2s_tls_port are the same port (%d)", c->c2s_port);
     return 0;
+}
+
+int config_admin_socket_path(const config *c, char *out, size_t n)
+{
+    int len;
+    if (!c->admin_socket[0]) len = snprintf(out, n, "%s", "");
+    else if (c->admin_socket[0] == '/') len = snprintf(out, n, "%s", c->admin_socket);
+    else len = snprintf(out, n, "%s/%s", c->data_dir, c->admin_socket);
+    return len < 0 || (size_t)len >= n || len >= CONFIG_SOCKET_PATH_MAX ? -1 : 0;
 }
 
 int config_load(config *c, const char *path, char *err, size_t errlen)
@@ -419,49 +449,4 @@ int config_load(config *c, const char *path, char *err, size_t errlen)
     if (rc == 0) rc = check_whole(&x, &work, set_on);
     if (rc == 0) *c = work;
     return rc;
-}
-
-/* ---- the log ---- */
-
-void log_msg(int level, const char *fmt, ...)
-{
-    static const char *const names[] = { "ERROR", "WARN", "INFO", "DEBUG" };
-    if (level > log_level) return;
-    int saved_errno = errno;
-
-    char line[2048];
-    time_t now = time(NULL);
-    struct tm tm;
-    size_t n = 0;
-    if (gmtime_r(&now, &tm)) n = strftime(line, sizeof line, "%Y-%m-%dT%H:%M:%SZ ", &tm);
-    const char *name = level >= LOG_ERR && level <= LOG_DEBUG ? names[level] : "LOG";
-    n += (size_t)snprintf(line + n, sizeof line - n, "%s ", name);
-
-    /* one byte is kept for the newline; an overlong message is cut and marked */
-    size_t room = sizeof line - n - 1;
-    va_list ap;
-    va_start(ap, fmt);
-    int m = vsnprintf(line + n, room, fmt, ap);
-    va_end(ap);
-    size_t body = m < 0 ? 0 : (size_t)m;
-    if (body >= room) {
-        body = room - 1;
-        memcpy(line + n + body - 3, "...", 3);
-    }
-    /* peer data in a message must not forge extra log lines */
-    for (size_t i = n; i < n + body; i++) {
-        unsigned char ch = (unsigned char)line[i];
-        if ((ch < 0x20 && ch != '\t') || ch == 0x7F) line[i] = '?';
-    }
-    line[n + body] = '\n';
-
-    /* a single write per line, so concurrent writers to stderr do not interleave inside a line */
-    size_t len = n + body + 1, off = 0;
-    while (off < len) {
-        ssize_t w = write(STDERR_FILENO, line + off, len - off);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) break;
-        off += (size_t)w;
-    }
-    errno = saved_errno;
 }

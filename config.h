@@ -1,8 +1,10 @@
-/* config.h - the configuration file (key = value) and the log. */
+/* config.h - the configuration file (key = value). */
 #ifndef COUPLET_CONFIG_H
 #define COUPLET_CONFIG_H
 
 #include <stddef.h>
+
+#include "log.h"
 
 typedef struct config {
     char domain[256];
@@ -33,6 +35,8 @@ typedef struct config {
     int max_sessions_per_account;
     int log_level;              /* 0 error, 1 warn, 2 info, 3 debug */
     int roster_shared;          /* roster = shared: every account is in every roster; 0 = empty rosters */
+    char admin_socket[512];     /* the admin socket; relative = under data_dir, "" = off */
+    char user[64];              /* started as root: become this user once the sockets are bound; "" = stay */
     /* multi-user chat */
     int muc_create;             /* 1 = any local user may create rooms, 0 = admins only */
     char admins[1024];          /* space separated bare JIDs */
@@ -45,20 +49,18 @@ typedef struct config {
     int muc_default_public;
 } config;
 
-enum { LOG_ERR = 0, LOG_WARN, LOG_INFO, LOG_DEBUG };
+
 
 void config_defaults(config *c);
 /* Read path over the defaults. Unknown keys and bad values are refused: returns -1 and writes
  * "path:LINE: what is wrong" into err. */
 int config_load(config *c, const char *path, char *err, size_t errlen);
+/* The admin socket's path into out: admin_socket itself when absolute, else data_dir/admin_socket; "" when
+ * the socket is off. -1 when it does not fit out or a Unix socket address (CONFIG_SOCKET_PATH_MAX). */
+#define CONFIG_SOCKET_PATH_MAX 108      /* sizeof sun_path on Linux, the NUL included */
+int config_admin_socket_path(const config *c, char *out, size_t n);
 /* parse "true"/"false"/"yes"/"no"/"on"/"off"/"1"/"0"; -1 if none */
 int config_parse_bool(const char *s);
 
-extern int log_level;
-void log_msg(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-#define log_err(...)   log_msg(LOG_ERR, __VA_ARGS__)
-#define log_warn(...)  log_msg(LOG_WARN, __VA_ARGS__)
-#define log_info(...)  log_msg(LOG_INFO, __VA_ARGS__)
-#define log_debug(...) do { if (log_level >= LOG_DEBUG) log_msg(LOG_DEBUG, __VA_ARGS__); } while (0)
 
 #endif

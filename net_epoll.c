@@ -24,7 +24,7 @@
  * with tokens left, and as OpenSSL completes a record once it starts one, the bucket can go into debt by at
  * most one record, which is paid back before the next read. */
 #include "net_epoll.h"
-#include "config.h"
+#include "log.h"
 
 #include <errno.h>
 #include <fcntl.h>

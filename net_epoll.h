@@ -4,6 +4,7 @@
 #define COUPLET_NET_EPOLL_H
 
 #include <stddef.h>
+#include <sys/types.h>
 #include <time.h>
 
 typedef struct net_loop net_loop;
@@ -43,6 +44,11 @@ void net_loop_free(net_loop *l);    /* closes every connection without calling h
 /* Listen on addr:port. tls = 1 for direct TLS (XEP-0368). defer_accept = seconds for TCP_DEFER_ACCEPT
  * (0 = off; a refusal by the kernel is logged and ignored). Returns 0 or -1 (logged). */
 int net_listen(net_loop *l, const char *addr, int port, int tls, int defer_accept, int tag);
+/* Listen on a Unix-domain stream socket at path (the admin socket): a stale socket file left by a dead
+ * process is replaced, anything else at path is refused; the file gets mode 0600. Its connections reach the
+ * same handlers with this tag, never use TLS and have no per-address or max_connections limit. The caller
+ * removes the file when done. Returns 0 or -1 (logged). */
+int net_listen_unix(net_loop *l, const char *path, int tag);
 /* Load cert and key (PEM). If both are "" or NULL, use data_dir/cert.pem and data_dir/key.pem, creating a
  * self-signed ECDSA P-256 certificate for the given names (NULL-terminated, first is the subject CN) when
  * they do not exist. TLS 1.2 minimum. Returns 0 or -1 (logged). */
@@ -77,7 +83,11 @@ void net_conn_close(net_conn *c);
 /* Arm (or re-arm) the connection's one timer to fire `secs` from now; secs < 0 disarms. */
 void net_conn_set_timer(net_conn *c, int secs);
 time_t net_conn_last_input(const net_conn *c);
-const char *net_conn_peer(const net_conn *c);    /* peer IP address text */
+const char *net_conn_peer(const net_conn *c);    /* peer IP address text ("unix" on a Unix socket) */
+int net_conn_is_local(const net_conn *c);        /* 1 if accepted on a net_listen_unix socket */
+/* The peer process's user id on a Unix socket (SO_PEERCRED, as it was at connect). 0, or -1. */
+int net_conn_peer_cred(const net_conn *c, uid_t *uid);
+const char *net_conn_tls_version(const net_conn *c);    /* "TLSv1.3", or NULL without TLS */
 void *net_conn_ud(const net_conn *c);
 size_t net_conn_memory(const net_conn *c);       /* user-space bytes this connection holds right now */
 

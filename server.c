@@ -1669,6 +1669,18 @@ static net_options server_net_options(const config *cfg) {
 /* SIGHUP: read the configuration file again. A bad file changes nothing. What the running process cannot
  * change (addresses, ports, domains, data directory) keeps its old value until a restart; everything else,
  * the TLS certificate included, applies to what happens from now on, without dropping a session. */
+static muc_config muc_config_of(const config *cfg) {
+    muc_config mc = {
+        .domain = cfg->muc_domain, .server_domain = cfg->domain, .data_dir = cfg->data_dir,
+        .create_rooms = cfg->muc_create, .max_rooms = cfg->muc_max_rooms,
+        .max_occupants = cfg->muc_max_occupants, .max_history = cfg->muc_max_history,
+        .max_rooms_per_user = cfg->muc_max_rooms_per_user,
+        .default_history = cfg->muc_default_history, .default_persistent = cfg->muc_default_persistent,
+        .default_public = cfg->muc_default_public,
+    };
+    return mc;
+}
+
 static void server_reload(server *srv) {
     config next;
     char err[512];
@@ -1704,6 +1716,8 @@ static void server_reload(server *srv) {
     log_level = cur->log_level;
     net_options o = server_net_options(cur);
     net_set_options(srv->loop, &o);
+    muc_config mc = muc_config_of(cur);
+    muc_service_set_config(srv->muc, &mc);
     log_info("SIGHUP: configuration reloaded from %s", srv->config_path);
 }
 
@@ -2104,14 +2118,7 @@ server *server_new(const config *conf, const char *config_path, char *err, size_
         server_free(srv);
         return NULL;
     }
-    muc_config mc = {
-        .domain = cfg->muc_domain, .server_domain = cfg->domain, .data_dir = cfg->data_dir,
-        .create_rooms = cfg->muc_create, .max_rooms = cfg->muc_max_rooms,
-        .max_occupants = cfg->muc_max_occupants, .max_history = cfg->muc_max_history,
-        .max_rooms_per_user = cfg->muc_max_rooms_per_user,
-        .default_history = cfg->muc_default_history, .default_persistent = cfg->muc_default_persistent,
-        .default_public = cfg->muc_default_public,
-    };
+    muc_config mc = muc_config_of(cfg);
     muc_host mh = {.ud = srv, .deliver = muc_deliver, .is_admin = muc_is_admin};
     srv->muc = muc_service_new(&mc, &mh, err, errlen);
     if (!srv->muc) {

@@ -273,3 +273,22 @@ void fake_signal(int signo) {
 size_t fake_bytes_written(void) {
     return the_loop ? the_loop->written : 0;
 }
+
+/* ---- the admin socket: not fuzzed through here (fuzz_admin covers its protocol), so no connection is
+ * ever local and the listener is only accepted ---- */
+
+int net_listen_unix(net_loop *l, const char *path, int tag) {
+    return path && *path ? 0 : -1;
+}
+
+int net_conn_is_local(const net_conn *c) {
+    return 0;
+}
+
+int net_conn_peer_cred(const net_conn *c, uid_t *uid) {
+    return -1;
+}
+
+const char *net_conn_tls_version(const net_conn *c) {
+    return c->tls ? "TLSv1.3" : NULL;
+}

@@ -56,6 +56,7 @@ for build in "$@"; do
         run "$build shared specs" "$build/scs_runner" --couplet "$server" "$SHARED_SPECS"/*.scs
     fi
 done
+run "install" sh tests/install_check.sh "$1"
 # a real client library against the plain build (Debian's python3-slixmpp; .ci/run installs it)
 if [ -n "$VALGRIND" ]; then
     :   # a real client adds nothing to a valgrind run
@@ -63,6 +64,11 @@ elif /usr/bin/python3 -c 'import slixmpp' 2>/dev/null; then
     run "slixmpp real client" timeout 120 /usr/bin/python3 tests/slixmpp_check.py "$1/couplet"
 else
     echo "== slixmpp real client: python3-slixmpp is not installed, check not run"
+fi
+# the interoperability matrix (INTEROP.md): client programs from Debian packages, each against a fresh
+# plain server; a client that is not installed is reported as not run
+if [ -z "$VALGRIND" ]; then
+    run "interop matrix" timeout 300 sh tests/interop.sh "$1/couplet"
 fi
 echo "$total_pass passed, $total_fail failed"
 [ "$total_fail" -eq 0 ]

@@ -74,6 +74,9 @@ static void test_defaults(void)
     CHECK_INT(100000, c.max_connections);
     CHECK_INT(10, c.max_sessions_per_account);
     CHECK_INT(LOG_INFO, c.log_level);
+    CHECK_INT(0, c.roster_shared);
+    CHECK_STR("admin.sock", c.admin_socket);
+    CHECK_STR("", c.user);
     CHECK_INT(1, c.muc_create);
     CHECK_STR("", c.admins);
     CHECK_INT(10000, c.muc_max_rooms);
@@ -119,6 +122,9 @@ static const char every_key_text[] =
     "max_connections = 500\n"
     "max_sessions_per_account = 4\n"
     "log_level = debug\n"
+    "roster = shared\n"
+    "admin_socket = /run/couplet/admin.sock\n"
+    "user = couplet\n"
     "muc_create = off\n"
     "admins = Admin@Example.org  ops@example.org\n"
     "muc_max_rooms = 50\n"
@@ -156,6 +162,9 @@ static void test_every_key(void)
     CHECK_INT(500, c.max_connections);
     CHECK_INT(4, c.max_sessions_per_account);
     CHECK_INT(LOG_DEBUG, c.log_level);
+    CHECK_INT(1, c.roster_shared);
+    CHECK_STR("/run/couplet/admin.sock", c.admin_socket);
+    CHECK_STR("couplet", c.user);
     CHECK_INT(0, c.muc_create);
     CHECK_STR("admin@example.org ops@example.org", c.admins);
     CHECK_INT(50, c.muc_max_rooms);
@@ -321,6 +330,54 @@ static void test_errors(void)
     CHECK_INT(-1, config_load(&c, "/nonexistent/x", NULL, 0));
 }
 
+/* roster, admin_socket and user: their values, their refusals with the line, the socket path rules */
+static void test_service_keys(void)
+{
+    config c;
+    char path[CONFIG_SOCKET_PATH_MAX];
+    CHECK_INT(0, load_text(&c, "roster = empty\nadmin_socket = \"\"\nuser = _couplet-1.x\n"));
+    CHECK_INT(0, c.roster_shared);
+    CHECK_STR("", c.admin_socket);
+    CHECK_STR("_couplet-1.x", c.user);
+    CHECK_INT(0, config_admin_socket_path(&c, path, sizeof path));
+    CHECK_STR("", path);    /* off */
+    CHECK_INT(0, load_text(&c, "data_dir = /var/lib/couplet\n"));
+    CHECK_INT(0, config_admin_socket_path(&c, path, sizeof path));
+    CHECK_STR("/var/lib/couplet/admin.sock", path);
+    CHECK_INT(0, load_text(&c, "data_dir = /var/lib/couplet\nadmin_socket = ctl/a.sock\n"));
+    CHECK_INT(0, config_admin_socket_path(&c, path, sizeof path));
+    CHECK_STR("/var/lib/couplet/ctl/a.sock", path);
+    CHECK_INT(0, load_text(&c, "data_dir = /var/lib/couplet\nadmin_socket = /run/c.sock\n"));
+    CHECK_INT(0, config_admin_socket_path(&c, path, sizeof path));
+    CHECK_STR("/run/c.sock", path);
+    CHECK_INT(-1, config_admin_socket_path(&c, path, 5));
+
+    CHECK(fails_with("\nroster = Shared\n", ":2: ", "roster"), "roster is case-sensitive");
+    CHECK(fails_with("roster = full\n", ":1: 'full' is not a roster mode", "roster"), "unknown roster mode");
+    CHECK(fails_with("roster = \"\"\n", ":1: ", "roster"), "empty roster mode");
+    CHECK(fails_with("# x\n\nuser = root user\n", ":3: ", "user"), "user name with a space");
+    CHECK(fails_with("user = -rf\n", ":1: ", "user"), "user name starting with '-'");
+    CHECK(fails_with("user = ../x\n", ":1: ", "user"), "user name with '/'");
+    CHECK(fails_with("user = r\xc3\xb6ot\n", ":1: ", "user"), "user name outside the portable set");
+    CHECK(fails_with("user = aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n",
+                     ":1: value too long", "user"), "user name too long");
+    CHECK(fails_with("admin_socket = \"a\tb\"\n", ":1: control character", "admin_socket"),
+          "control character in the socket path");
+    /* 107 bytes fit a socket address, 108 do not; data_dir or admin_socket, whichever comes later */
+    char text[400], dir[200];
+    memset(dir, 'd', 95);
+    dir[0] = '/';
+    dir[95] = '\0';
+    snprintf(text, sizeof text, "data_dir = %s\nadmin_socket = a.sock\n", dir);   /* 95 + 1 + 6 = 102 */
+    CHECK_INT(0, load_text(&c, text));
+    snprintf(text, sizeof text, "data_dir = %s\n\nadmin_socket = a-longer-name.sock\n", dir);
+    CHECK(fails_with(text, ":3: the socket path", "admin_socket"), "socket path too long, at the later line");
+    snprintf(text, sizeof text, "admin_socket = a-longer-name.sock\ndata_dir = %s\n", dir);
+    CHECK(fails_with(text, ":2: ", "admin_socket"), "socket path too long because of data_dir");
+    snprintf(text, sizeof text, "data_dir = %s\nadmin_socket = \"\"\n", dir);
+    CHECK_INT(0, load_text(&c, text));      /* off: no path to check */
+}
+
 static void test_missing_file(void)
 {
     config c;
@@ -342,6 +399,7 @@ static void same_as_defaults(const config *cp)
     SAME_NUM(max_name_len); SAME_NUM(max_output); SAME_NUM(handshake_timeout); SAME_NUM(idle_timeout);
     SAME_NUM(scram_iterations); SAME_NUM(sasl_max_attempts); SAME_NUM(max_connections);
     SAME_NUM(max_sessions_per_account); SAME_NUM(log_level); SAME_NUM(muc_create); SAME_STR(admins);
+    SAME_NUM(roster_shared); SAME_STR(admin_socket); SAME_STR(user);
     SAME_NUM(muc_max_rooms); SAME_NUM(muc_max_occupants); SAME_NUM(muc_max_history);
     SAME_NUM(muc_default_history); SAME_NUM(muc_default_persistent); SAME_NUM(muc_default_public);
 #undef SAME_STR
@@ -429,6 +487,7 @@ int main(void)
     test_every_key();
     test_syntax();
     test_errors();
+    test_service_keys();
     test_missing_file();
     test_example_file();
     test_log();

@@ -208,6 +208,19 @@ static void test_reload(void) {
     client_auth_plain(&c, "romeo", "wrong");
     CHECK(client_expect(&c, "<policy-violation"), "after the reload one failure closes the stream: %s", c.buf);
     client_close(&c);
+    /* the rooms' settings reload too: with muc_create = false nobody but an admin creates a room */
+    client_clear(&keep);
+    send_str(keep.fd, "<presence to='before@conference.localhost/J'><x xmlns='http://jabber.org/protocol/muc'/>"
+                      "</presence>");
+    CHECK(client_expect(&keep, "</message>"), "a room can be created before the reload: %s", keep.buf);
+    write_server_config("require_encryption = false\nmuc_create = false\n");
+    kill(server_pid, SIGHUP);
+    usleep(200000);
+    client_clear(&keep);
+    send_str(keep.fd, "<presence to='after@conference.localhost/J'><x xmlns='http://jabber.org/protocol/muc'/>"
+                      "</presence>");
+    CHECK(client_expect(&keep, "</presence>") && strstr(keep.buf, "<not-allowed"),
+          "after SIGHUP with muc_create = false, creating a room is not allowed: %s", keep.buf);
     client_close(&keep);
 }
 
