@@ -65,6 +65,7 @@
 #define NET_OVERFLOW_SLACK  4096        /* room for on_overflow's final error past max_output */
 #define NET_MAX_OUTPUT_CAP  (1u << 30)  /* queue offsets are 32-bit */
 #define NET_CLOSE_GRACE     5           /* seconds a closing connection may take to flush */
+#define NET_CONNECT_TIMEOUT 30          /* seconds, when net_connect is given none */
 #define NET_STOP_GRACE_MS   2000
 #define NET_RATE_MAX        (1u << 30)  /* bytes per second; more is as good as unlimited */
 #define NET_BURST_MAX       (1 << 30)   /* tokens are a signed 32-bit count that may go into debt */
@@ -87,18 +88,49 @@ enum {
     F_POLLOUT       = 1 << 11,  /* EPOLLOUT is in the registered interest */
     F_POLLIN_OFF    = 1 << 12,  /* EPOLLIN is not in the registered interest (throttled) */
     F_PER_IP        = 1 << 13,  /* counted in the per-address table */
-    F_LOCAL         = 1 << 14,  /* accepted on a Unix-domain listener */
+    F_CONNECTING    = 1 << 14,  /* net_connect: waiting for the kernel; the timer is the connect timeout */
+    F_OUTBOUND      = 1 << 15,  /* made by net_connect: never counted per address */
 };
 
-/* Per connection, so sized on purpose: 128 bytes (glibc's malloc gives it a 144-byte chunk). The peer
- * address is kept as text because callers log it (and the per-address count is found again from it at
- * close); INET6_ADDRSTRLEN is exactly what is left to reach 128. Seconds and the bucket's milliseconds
- * are 32-bit: last_input holds the epoch seconds until 2106, and the bucket's stamp wraps after 49 days,
- * which at worst makes a connection idle that long wait one refill period. */
+/* Longest peer text: inet_ntop writes at most 39 characters for a peer (8 groups of 4 hex digits and 7
+ * colons; the dotted IPv4 tail appears only in the short ::a.b.c.d forms, and a v4-mapped peer is shown
+ * as plain IPv4), so 40 bytes, not INET6_ADDRSTRLEN's 46: the 6 bytes pay for 32-bit flags. */
+#define NET_PEER_TEXT 40
+
+/* How a connection's bytes move: the loop reads, writes, closes and upgrades through c->tr and never asks
+ * which transport it is. Plain TCP and a Unix socket share their functions (the Unix one cannot become
+ * TLS); STARTTLS swaps c->tr from the TCP table to the TLS one. The tables are static: a connection pays
+ * one pointer for its transport, and a transport's per-connection state (TLS: the SSL object) stays in the
+ * connection only when it has some. A framing layer stacks above these (see net_epoll.h). */
+typedef struct net_transport {
+    const char *name;       /* for logs */
+    int stream_reads;       /* a read shorter than asked emptied the socket: skip the EAGAIN call */
+    /* Input into buf (room for NET_READ_BUF bytes); len > 0 is what the read bucket allows, and a stream
+     * read takes no more (TLS finishes a record once it starts one: the bucket goes into debt). Charges
+     * the bucket what it took from the socket. > 0 bytes, 0 nothing now (its wait is noted), -1 dead. */
+    ssize_t (*read)(net_conn *c, char *buf, size_t len);
+    /* Output from buf: > 0 bytes taken (F_OUT_BLOCKED set if the socket is full), 0 must wait (noted),
+     * -1 dead. */
+    ssize_t (*write)(net_conn *c, const char *buf, size_t len);
+    /* bytes taken from the socket and not yet read: no epoll event will announce them */
+    size_t (*pending)(const net_conn *c);
+    /* the polite end just before the socket closes (TLS close_notify); best effort, never waits */
+    void (*shutdown)(net_conn *c);
+    /* become TLS now that the plaintext before the switch is out: 0, or -1 (dead); NULL = cannot */
+    int (*upgrade)(net_conn *c);
+} net_transport;
+
+/* Per connection, so sized on purpose: 136 bytes, which glibc's malloc still serves from a 144-byte chunk
+ * (request + 8, rounded up to 16), the chunk the 128-byte struct had before the transport pointer came.
+ * The peer address is kept as text because callers log it (and the per-address count is found again from
+ * it at close). Seconds and the bucket's milliseconds are 32-bit: last_input holds the epoch seconds
+ * until 2106, and the bucket's stamp wraps after 49 days, which at worst makes a connection idle that long
+ * wait one refill period. */
 struct net_conn {
     net_loop *loop;
     void *ud;
-    SSL *ssl;               /* NULL until TLS starts */
+    const net_transport *tr;
+    SSL *ssl;               /* NULL until TLS is set up (a client's before the switch, see tls_begin) */
     char *out;              /* output queue; NULL when empty, so idle connections hold none */
     net_conn *todo_next;    /* end-of-turn list: flush, finish closing, free */
     uint32_t last_input;    /* epoch seconds */
@@ -109,10 +141,10 @@ struct net_conn {
     uint32_t tokens_ms;     /* monotonic ms (mod 2^32) the tokens were last refilled up to */
     uint32_t thr_pos;       /* index + 1 in the throttled queue; 0 = not throttled */
     int fd;
-    uint16_t flags;
-    char peer[INET6_ADDRSTRLEN];
+    uint32_t flags;
+    char peer[NET_PEER_TEXT];
 };
-_Static_assert(sizeof(struct net_conn) <= 128, "struct net_conn is per connection: keep it small");
+_Static_assert(sizeof(struct net_conn) <= 136, "struct net_conn is per connection: keep it small");
 
 typedef struct net_timer {
     time_t when;
@@ -169,6 +201,7 @@ struct net_loop {
     uint32_t ip_nbuckets, ip_count;
     uint64_t ip_key[2];     /* hash key, random per loop */
     SSL_CTX *ssl_ctx;
+    SSL_CTX *client_ctx;            /* made by the first net_conn_start_tls_client */
     int trim_pending;               /* a TLS handshake ended since the last heap trim */
     long long trim_due_ms;          /* monotonic */
     char rbuf[NET_READ_BUF];        /* every read lands here; on_data's callee copies what it keeps */
@@ -181,6 +214,7 @@ struct net_loop {
 static void conn_kill(net_conn *c, const char *reason);
 static void conn_on_readable(net_conn *c);
 static void conn_update_events(net_conn *c);
+static const net_transport tcp_transport, unix_transport, tls_transport;
 
 /* ---- clock ---- */
 
@@ -296,6 +330,8 @@ static void timers_fire(net_loop *l)
         timer_remove(c);
         if (c->flags & F_CLOSING)
             conn_kill(c, "close timeout");
+        else if (c->flags & F_CONNECTING)
+            conn_kill(c, "connect timeout");
         else if (l->h.on_timer)
             l->h.on_timer(c->ud, c, l->now);
     }
@@ -481,6 +517,8 @@ static void ip_table_rebuild(net_loop *l)
         if (!c)
             continue;
         c->flags &= ~F_PER_IP;
+        if (c->flags & F_OUTBOUND)
+            continue;           /* the limit is on what peers open, not on what we open */
         if (l->max_per_ip > 0 && ip_key_of_text(c->peer, addr) == 0 && ip_add(l, addr) == 0)
             c->flags |= F_PER_IP;
     }
@@ -605,7 +643,7 @@ static void throttled_revisit(net_loop *l)
             continue;
         }
         conn_update_events(c);      /* EPOLLIN again: the kernel reports what waits */
-        if (c->ssl && SSL_pending(c->ssl) > 0)
+        if (c->tr->pending(c) > 0)
             conn_on_readable(c);    /* plaintext OpenSSL holds: no event would announce it */
     }
 }
@@ -614,7 +652,8 @@ static void throttled_revisit(net_loop *l)
 
 static void conn_update_events(net_conn *c)
 {
-    uint16_t want = (c->flags & (F_OUT_BLOCKED | F_IN_WANTS_WRITE) ? F_POLLOUT : 0) |
+    /* a connect in progress is reported as writable */
+    uint32_t want = (c->flags & (F_OUT_BLOCKED | F_IN_WANTS_WRITE | F_CONNECTING) ? F_POLLOUT : 0) |
                     (c->thr_pos ? F_POLLIN_OFF : 0);
     if (want == (c->flags & (F_POLLOUT | F_POLLIN_OFF)))
         return;
@@ -624,7 +663,7 @@ static void conn_update_events(net_conn *c)
         log_err("net: epoll_ctl(MOD) for %s: %s", c->peer, strerror(errno));
         return;
     }
-    c->flags = (uint16_t)((c->flags & ~(F_POLLOUT | F_POLLIN_OFF)) | want);
+    c->flags = (c->flags & ~(uint32_t)(F_POLLOUT | F_POLLIN_OFF)) | want;
 }
 
 static void conn_free(net_conn *c)
@@ -651,11 +690,36 @@ static void conn_kill(net_conn *c, const char *reason)
     c->fd = -1;
     l->nconns--;
     todo_add(c);
-    if (c->ud) {
-        log_debug("net: %s closed: %s", c->peer, reason);
-        if (l->h.on_close)
-            l->h.on_close(c->ud, c, reason);
+    if (!c->ud)
+        return;
+    log_debug("net: %s closed: %s", c->peer, reason);
+    /* an outbound connection that never connected ends with its failed on_connect instead */
+    if (c->flags & F_CONNECTING) {
+        if (l->h.on_connect)
+            l->h.on_connect(c->ud, c, 0, reason);
+    } else if (l->h.on_close) {
+        l->h.on_close(c->ud, c, reason);
     }
+}
+
+/* the reason a failed SSL call gives on_close; a client names what its check of the peer's certificate
+ * found, in X509's words (hostname mismatch, self-signed certificate, unable to get local issuer ...) */
+static void tls_error_text(const net_conn *c, int e, int r, int err_no, char *why, size_t len)
+{
+    unsigned long code = ERR_get_error();
+    long verify = SSL_get_verify_result(c->ssl);
+    if (e == SSL_ERROR_ZERO_RETURN)
+        snprintf(why, len, "peer closed");
+    else if (!SSL_is_server(c->ssl) && verify != X509_V_OK)
+        snprintf(why, len, "TLS certificate verify failed: %s", X509_verify_cert_error_string(verify));
+    else if (code)
+        ERR_error_string_n(code, why, len);
+    else if (e == SSL_ERROR_SYSCALL && r < 0 && err_no)
+        snprintf(why, len, "%s", strerror(err_no));
+    else if (e == SSL_ERROR_SYSCALL)
+        snprintf(why, len, "peer closed");
+    else
+        snprintf(why, len, "TLS error %d", e);
 }
 
 /* After an SSL call returned r <= 0: 0 if it only has to wait for the socket (interest noted),
@@ -674,34 +738,10 @@ static int tls_wait_or_fail(net_conn *c, int r, int writing)
         return 0;
     }
     char why[160];
-    unsigned long code = ERR_get_error();
-    if (e == SSL_ERROR_ZERO_RETURN)
-        snprintf(why, sizeof why, "peer closed");
-    else if (code)
-        ERR_error_string_n(code, why, sizeof why);
-    else if (e == SSL_ERROR_SYSCALL && r < 0 && err_no)
-        snprintf(why, sizeof why, "%s", strerror(err_no));
-    else if (e == SSL_ERROR_SYSCALL)
-        snprintf(why, sizeof why, "peer closed");
-    else
-        snprintf(why, sizeof why, "TLS error %d", e);
+    tls_error_text(c, e, r, err_no, why, sizeof why);
     ERR_clear_error();
     conn_kill(c, why);
     return -1;
-}
-
-static int tls_begin(net_conn *c)
-{
-    c->flags &= ~F_STARTTLS;
-    c->ssl = SSL_new(c->loop->ssl_ctx);
-    if (!c->ssl || !SSL_set_fd(c->ssl, c->fd)) {
-        ERR_clear_error();
-        conn_kill(c, "TLS setup failed");
-        return -1;
-    }
-    SSL_set_accept_state(c->ssl);
-    c->flags |= F_HANDSHAKE;
-    return 0;
 }
 
 /* A handshake allocates some 40 KiB of short-lived state (record buffers, transcript, key exchange,
@@ -742,42 +782,147 @@ static int tls_handshake(net_conn *c)
     return 1;
 }
 
+/* Switch the connection to TLS. A server's SSL object is made only now, from the certificate in use now;
+ * a client's was made by net_conn_start_tls_client (it carries the name to verify). 0, or -1 (dead). */
+static int tls_begin(net_conn *c)
+{
+    if (!c->ssl && (c->ssl = SSL_new(c->loop->ssl_ctx)) != NULL)
+        SSL_set_accept_state(c->ssl);
+    if (!c->ssl || !SSL_set_fd(c->ssl, c->fd)) {
+        ERR_clear_error();
+        conn_kill(c, "TLS setup failed");
+        return -1;
+    }
+    c->tr = &tls_transport;
+    c->flags |= F_HANDSHAKE;
+    /* a client speaks first: no input will come to drive its handshake until its hello is out */
+    if (!SSL_is_server(c->ssl) && tls_handshake(c) < 0)
+        return -1;
+    return 0;
+}
+
+/* ---- transports ---- */
+
+static ssize_t stream_read(net_conn *c, char *buf, size_t len)
+{
+    for (;;) {
+        ssize_t n = read(c->fd, buf, len);
+        if (n > 0) {
+            bucket_charge(c, (size_t)n);
+            return n;
+        }
+        if (n == 0) {
+            conn_kill(c, "peer closed");
+            return -1;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            return 0;
+        conn_kill(c, strerror(errno));
+        return -1;
+    }
+}
+
+static ssize_t stream_write(net_conn *c, const char *buf, size_t len)
+{
+    for (;;) {
+        ssize_t n = send(c->fd, buf, len, MSG_NOSIGNAL);
+        if (n >= 0) {
+            if ((size_t)n < len)
+                c->flags |= F_OUT_BLOCKED;      /* the socket buffer is full */
+            return n;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            c->flags |= F_OUT_BLOCKED;
+            return 0;
+        }
+        conn_kill(c, strerror(errno));
+        return -1;
+    }
+}
+
+static size_t stream_pending(const net_conn *c)
+{
+    return 0;
+}
+
+static void stream_shutdown(net_conn *c)
+{
+}
+
 /* bytes OpenSSL has taken from the socket so far (for the read bucket) */
 static uint64_t tls_bytes_in(const net_conn *c)
 {
-    BIO *b = c->ssl ? SSL_get_rbio(c->ssl) : NULL;
+    BIO *b = SSL_get_rbio(c->ssl);
     return b ? BIO_number_read(b) : 0;
 }
 
-/* One TLS step (handshake, then a read): r > 0 plaintext bytes, 0 waiting or dead. The ciphertext it
- * took from the socket is charged to the bucket, dead or not. */
-static ssize_t tls_read_step(net_conn *c)
+/* One TLS step (handshake, then a read of up to a whole record whatever len allows). The ciphertext it
+ * took from the socket is charged to the bucket. */
+static ssize_t tls_read(net_conn *c, char *buf, size_t len)
 {
-    net_loop *l = c->loop;
     uint64_t before = tls_bytes_in(c);
     ssize_t n = 0;
     if (!(c->flags & F_HANDSHAKE) || tls_handshake(c) > 0) {
         ERR_clear_error();
-        int r = SSL_read(c->ssl, l->rbuf, sizeof l->rbuf);
+        int r = SSL_read(c->ssl, buf, NET_READ_BUF);
         if (r <= 0)
             tls_wait_or_fail(c, r, 0);
         else
             n = r;
     }
-    if (!(c->flags & F_DEAD))
-        bucket_charge(c, (size_t)(tls_bytes_in(c) - before));
+    if (c->flags & F_DEAD)
+        return -1;
+    bucket_charge(c, (size_t)(tls_bytes_in(c) - before));
     return n;
 }
+
+static ssize_t tls_write(net_conn *c, const char *buf, size_t len)
+{
+    ERR_clear_error();
+    int n = SSL_write(c->ssl, buf, len > INT_MAX ? INT_MAX : (int)len);
+    return n > 0 ? n : tls_wait_or_fail(c, n, 1);
+}
+
+static size_t tls_pending(const net_conn *c)
+{
+    int n = SSL_pending(c->ssl);
+    return n > 0 ? (size_t)n : 0;
+}
+
+static void tls_shutdown(net_conn *c)
+{
+    if (c->flags & F_HANDSHAKE)
+        return;
+    ERR_clear_error();
+    (void)SSL_shutdown(c->ssl);     /* best effort close_notify, never waited for */
+    ERR_clear_error();
+}
+
+static const net_transport tcp_transport = {
+    "tcp", 1, stream_read, stream_write, stream_pending, stream_shutdown, tls_begin,
+};
+/* the admin socket: never TLS (net_listen_unix) */
+static const net_transport unix_transport = {
+    "unix", 1, stream_read, stream_write, stream_pending, stream_shutdown, NULL,
+};
+static const net_transport tls_transport = {
+    "tls", 0, tls_read, tls_write, tls_pending, tls_shutdown, NULL,
+};
+
+/* ---- reading and writing through the transport ---- */
 
 static void conn_on_readable(net_conn *c)
 {
     net_loop *l = c->loop;
     c->flags &= ~F_IN_WANTS_WRITE;
-    for (int i = 0; i < NET_READS_PER_TURN || (c->ssl && SSL_pending(c->ssl) > 0); i++) {
-        ssize_t n;
+    for (int i = 0; i < NET_READS_PER_TURN || c->tr->pending(c) > 0; i++) {
         size_t want = sizeof l->rbuf;
         /* plaintext OpenSSL already holds was charged as ciphertext: only the socket needs tokens */
-        if (!(c->ssl && SSL_pending(c->ssl) > 0)) {
+        if (c->tr->pending(c) == 0) {
             size_t allowed = c->thr_pos ? 0 : bucket_allowance(c);
             if (allowed == 0) {
                 conn_throttle(c);
@@ -786,31 +931,16 @@ static void conn_on_readable(net_conn *c)
             if (allowed < want)
                 want = allowed;
         }
-        if (c->ssl) {
-            if ((n = tls_read_step(c)) <= 0)
-                break;
-        } else {
-            n = read(c->fd, l->rbuf, want);
-            if (n == 0) {
-                conn_kill(c, "peer closed");
-                break;
-            }
-            if (n < 0) {
-                if (errno == EINTR)
-                    continue;
-                if (errno != EAGAIN && errno != EWOULDBLOCK)
-                    conn_kill(c, strerror(errno));
-                break;
-            }
-            bucket_charge(c, (size_t)n);
-        }
+        ssize_t n = c->tr->read(c, l->rbuf, want);
+        if (n <= 0)
+            break;
         c->last_input = (uint32_t)l->now;
         /* closing: input ignored; STARTTLS: plaintext after the command is discarded */
         if (!(c->flags & (F_CLOSING | F_STARTTLS)) && l->h.on_data)
             l->h.on_data(c->ud, c, l->rbuf, (size_t)n);
         if (c->flags & F_DEAD)
             break;
-        if (!c->ssl && (size_t)n < want)
+        if (c->tr->stream_reads && (size_t)n < want)
             break;          /* a short read drained the socket: skip the EAGAIN syscall */
     }
     if (!(c->flags & F_DEAD))
@@ -822,45 +952,27 @@ static int conn_flush(net_conn *c)
 {
     c->flags &= ~(F_OUT_BLOCKED | F_OUT_WANTS_READ);
     while (c->out_off < c->out_len || (c->flags & F_STARTTLS)) {
-        if (c->flags & F_HANDSHAKE)
-            break;          /* resumed by tls_handshake() */
+        if (c->flags & (F_HANDSHAKE | F_CONNECTING))
+            break;          /* resumed by tls_handshake() or conn_connected() */
         if ((c->flags & F_STARTTLS) && c->plain_left == 0) {
-            if (tls_begin(c) < 0)
+            c->flags &= ~F_STARTTLS;
+            if (c->tr->upgrade(c) < 0)
                 return -1;
             continue;
         }
         size_t len = c->out_len - c->out_off;
         if ((c->flags & F_STARTTLS) && len > c->plain_left)
             len = c->plain_left;
-        if (c->ssl) {
-            ERR_clear_error();
-            int n = SSL_write(c->ssl, c->out + c->out_off, len > INT_MAX ? INT_MAX : (int)len);
-            if (n <= 0) {
-                if (tls_wait_or_fail(c, n, 1) < 0)
-                    return -1;
-                break;
-            }
-            c->out_off += (uint32_t)n;
-        } else {
-            ssize_t n = send(c->fd, c->out + c->out_off, len, MSG_NOSIGNAL);
-            if (n < 0) {
-                if (errno == EINTR)
-                    continue;
-                if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                    c->flags |= F_OUT_BLOCKED;
-                    break;
-                }
-                conn_kill(c, strerror(errno));
-                return -1;
-            }
-            c->out_off += (uint32_t)n;
-            if (c->flags & F_STARTTLS)
-                c->plain_left -= (uint32_t)n;
-            if ((size_t)n < len) {
-                c->flags |= F_OUT_BLOCKED;      /* the socket buffer is full */
-                break;
-            }
-        }
+        ssize_t n = c->tr->write(c, c->out + c->out_off, len);
+        if (n < 0)
+            return -1;
+        if (n == 0)
+            break;
+        c->out_off += (uint32_t)n;
+        if (c->flags & F_STARTTLS)
+            c->plain_left -= (uint32_t)n;
+        if (c->flags & F_OUT_BLOCKED)
+            break;
     }
     if (c->out_off == c->out_len && c->out) {
         free(c->out);
@@ -873,11 +985,7 @@ static int conn_flush(net_conn *c)
 
 static void conn_finish_close(net_conn *c)
 {
-    if (c->ssl && !(c->flags & F_HANDSHAKE)) {
-        ERR_clear_error();
-        (void)SSL_shutdown(c->ssl);     /* best effort close_notify, never waited for */
-        ERR_clear_error();
-    }
+    c->tr->shutdown(c);
     /* unread input would turn our FIN into a RST, which can destroy the output just sent */
     for (int i = 0; i < NET_READS_PER_TURN; i++)
         if (recv(c->fd, c->loop->rbuf, sizeof c->loop->rbuf, MSG_DONTWAIT) <= 0)
@@ -902,6 +1010,8 @@ static void conn_settle(net_conn *c)
 {
     if (c->flags & F_NOMEM)
         conn_kill(c, "out of memory");
+    else if ((c->flags & (F_CONNECTING | F_CLOSING)) == (F_CONNECTING | F_CLOSING))
+        conn_kill(c, "closed before connecting");   /* nobody wants the connection any more */
     else if (c->flags & F_OVERFLOW)
         conn_overflow(c);
     else if (conn_flush(c) == 1 && (c->flags & F_CLOSING))
@@ -965,58 +1075,57 @@ static int fds_reserve(net_loop *l, int fd)
     return 0;
 }
 
-static void conn_open(net_loop *l, int fd, const struct sockaddr_storage *sa, const net_listener *ls)
+/* A connection on fd (peer sa), in the epoll set with these events and counted as live. NULL when that
+ * fails (logged, fd closed). */
+static net_conn *conn_new(net_loop *l, int fd, const struct sockaddr_storage *sa, uint32_t events)
 {
     net_conn *c = calloc(1, sizeof *c);
     if (!c || fds_reserve(l, fd) < 0) {
-        log_err("net: out of memory accepting a connection");
+        log_err("net: out of memory for a connection");
         free(c);
         close(fd);
-        return;
+        return NULL;
     }
     c->loop = l;
     c->fd = fd;
+    c->tr = sa->ss_family == AF_UNIX ? &unix_transport : &tcp_transport;
     c->last_input = (uint32_t)l->now;
     c->tokens = l->read_rate ? l->read_burst : NET_BURST_MAX;    /* clipped to the burst when used */
     c->tokens_ms = (uint32_t)l->mono_ms;
     peer_text(sa, c->peer, sizeof c->peer);
-    if (sa->ss_family == AF_UNIX)
-        c->flags |= F_LOCAL;
-    if (ls->tls) {
-        if (!l->ssl_ctx) {
-            log_err("net: TLS listener without a certificate; connection from %s dropped", c->peer);
-            free(c);
-            close(fd);
-            return;
-        }
-        c->ssl = SSL_new(l->ssl_ctx);
-        if (!c->ssl || !SSL_set_fd(c->ssl, fd)) {
-            log_err("net: SSL_new failed for %s", c->peer);
-            ERR_clear_error();
-            SSL_free(c->ssl);
-            free(c);
-            close(fd);
-            return;
-        }
-        SSL_set_accept_state(c->ssl);
-        c->flags |= F_HANDSHAKE;
-    }
-    struct epoll_event ev = { .events = EPOLLIN, .data.ptr = c };
+    struct epoll_event ev = { .events = events, .data.ptr = c };
     if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
         log_err("net: epoll_ctl(ADD): %s", strerror(errno));
-        SSL_free(c->ssl);
         free(c);
         close(fd);
-        return;
+        return NULL;
     }
     l->fds[fd] = c;
     l->nconns++;
+    return c;
+}
+
+static void conn_open(net_loop *l, int fd, const struct sockaddr_storage *sa, const net_listener *ls)
+{
+    net_conn *c = conn_new(l, fd, sa, EPOLLIN);
+    if (!c)
+        return;
+    /* no ud yet: the conn_kill()s below do not call on_close */
+    if (ls->tls && !l->ssl_ctx) {
+        log_err("net: TLS listener without a certificate; connection from %s dropped", c->peer);
+        conn_kill(c, "no certificate");
+        return;
+    }
+    if (ls->tls && tls_begin(c) < 0) {
+        log_err("net: SSL_new failed for %s", c->peer);
+        return;
+    }
     if (l->max_per_ip > 0) {
         unsigned char addr[16];
         if (ip_key_of_sockaddr(sa, addr) == 0) {
             if (ip_add(l, addr) < 0) {
                 log_err("net: out of memory counting connections from %s", c->peer);
-                conn_kill(c, "out of memory");      /* no ud yet: on_close is not called */
+                conn_kill(c, "out of memory");
                 return;
             }
             c->flags |= F_PER_IP;
@@ -1132,11 +1241,31 @@ static int listener_add(net_loop *l, int fd, int tls, int tag)
     return 0;
 }
 
+/* addr:port as a socket address. 0, or -1 (logged) when addr is not a numeric IPv4 or IPv6 address */
+static int sockaddr_of(const char *addr, int port, struct sockaddr_storage *ss, socklen_t *len)
+{
+    struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
+    memset(ss, 0, sizeof *ss);
+    if (inet_pton(AF_INET, addr, &s4->sin_addr) == 1) {
+        s4->sin_family = AF_INET;
+        s4->sin_port = htons((uint16_t)port);
+        *len = sizeof *s4;
+    } else if (inet_pton(AF_INET6, addr, &s6->sin6_addr) == 1) {
+        s6->sin6_family = AF_INET6;
+        s6->sin6_port = htons((uint16_t)port);
+        *len = sizeof *s6;
+    } else {
+        log_err("net: '%s' is not an IPv4 or IPv6 address", addr);
+        return -1;
+    }
+    return 0;
+}
+
 int net_listen(net_loop *l, const char *addr, int port, int tls, int defer_accept, int tag)
 {
     struct sockaddr_storage ss;
     socklen_t sslen;
-    memset(&ss, 0, sizeof ss);
     if (!addr || !*addr)
         addr = "0.0.0.0";
     if (port < 0 || port > 65535) {
@@ -1147,20 +1276,8 @@ int net_listen(net_loop *l, const char *addr, int port, int tls, int defer_accep
         log_err("net: too many listeners");
         return -1;
     }
-    struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
-    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
-    if (inet_pton(AF_INET, addr, &s4->sin_addr) == 1) {
-        s4->sin_family = AF_INET;
-        s4->sin_port = htons((uint16_t)port);
-        sslen = sizeof *s4;
-    } else if (inet_pton(AF_INET6, addr, &s6->sin6_addr) == 1) {
-        s6->sin6_family = AF_INET6;
-        s6->sin6_port = htons((uint16_t)port);
-        sslen = sizeof *s6;
-    } else {
-        log_err("net: '%s' is not an IPv4 or IPv6 address", addr);
+    if (sockaddr_of(addr, port, &ss, &sslen) < 0)
         return -1;
-    }
     int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         log_err("net: socket: %s", strerror(errno));
@@ -1264,6 +1381,66 @@ int net_listen_unix(net_loop *l, const char *path, int tag)
     }
     log_info("net: listening on %s (Unix socket)", path);
     return 0;
+}
+
+/* ---- outbound connections ---- */
+
+/* The kernel has an answer for a connect in progress (any event on the socket): on_connect either way. */
+static void conn_connected(net_conn *c)
+{
+    net_loop *l = c->loop;
+    int err = 0;
+    socklen_t len = sizeof err;
+    if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+        err = errno;
+    if (err) {
+        conn_kill(c, strerror(err));
+        return;
+    }
+    c->flags &= ~F_CONNECTING;
+    timer_remove(c);                /* the connect timeout: the timer is the caller's from now on */
+    c->last_input = (uint32_t)l->now;
+    log_debug("net: connected to %s", c->peer);
+    if (l->h.on_connect)
+        l->h.on_connect(c->ud, c, 1, "connected");
+    if (!(c->flags & F_DEAD))
+        todo_add(c);                /* output queued before the connect, and EPOLLOUT off */
+}
+
+net_conn *net_connect(net_loop *l, const char *addr, int port, int timeout_secs, void *ud)
+{
+    struct sockaddr_storage ss;
+    socklen_t sslen;
+    if (!ud || !addr || port <= 0 || port > 65535) {
+        log_err("net: connect to [%s]:%d: no address, a bad port or no user data", addr ? addr : "", port);
+        return NULL;
+    }
+    if (sockaddr_of(addr, port, &ss, &sslen) < 0)
+        return NULL;
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), one = 1;
+    if (fd < 0) {
+        log_err("net: socket: %s", strerror(errno));
+        return NULL;
+    }
+    /* as on the listeners: output is coalesced per loop turn already, Nagle would only add delay */
+    if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) < 0)
+        log_warn("net: TCP_NODELAY to [%s]:%d: %s", addr, port, strerror(errno));
+    if (connect(fd, (struct sockaddr *)&ss, sslen) < 0 && errno != EINPROGRESS) {
+        log_err("net: connect to [%s]:%d: %s", addr, port, strerror(errno));
+        close(fd);
+        return NULL;
+    }
+    net_conn *c = conn_new(l, fd, &ss, EPOLLIN | EPOLLOUT);
+    if (!c)
+        return NULL;
+    c->ud = ud;
+    c->flags |= F_OUTBOUND | F_CONNECTING | F_POLLOUT;
+    /* one second more: the heap counts whole seconds, so the wait is never shorter than asked */
+    if (timer_arm(c, l->now + (timeout_secs > 0 ? timeout_secs : NET_CONNECT_TIMEOUT) + 1) < 0) {
+        c->flags |= F_NOMEM;        /* reported from the loop, as every outcome is */
+        todo_add(c);
+    }
+    return c;
 }
 
 /* ---- TLS context and the self-signed certificate ---- */
@@ -1414,7 +1591,8 @@ static int tls_alpn_select(SSL *ssl, const unsigned char **out, unsigned char *o
 }
 
 /* Mozilla's "intermediate" server profile: TLS 1.2 and 1.3; for TLS 1.2 only ECDHE key exchange with
- * AEAD ciphers (no CBC, no RSA key exchange, no SHA-1 MAC); groups X25519, P-256, P-384. 0 or -1 (logged). */
+ * AEAD ciphers (no CBC, no RSA key exchange, no SHA-1 MAC); groups X25519, P-256, P-384. 0 or -1 (logged).
+ * The client context uses it too: what the server side accepts is what the client side offers. */
 static int tls_ctx_profile(SSL_CTX *ctx)
 {
     if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1)
@@ -1444,8 +1622,6 @@ static int tls_ctx_profile(SSL_CTX *ctx)
         return tls_log_error("cipher list");
     if (SSL_CTX_set1_groups_list(ctx, "X25519:P-256:P-384") != 1)
         return tls_log_error("groups");
-    SSL_CTX_set_alpn_select_cb(ctx, tls_alpn_select, NULL);
-    /* SNI: any server_name is accepted and the one certificate is served (no callback, no selection) */
     return 0;
 }
 
@@ -1487,6 +1663,8 @@ static SSL_CTX *tls_ctx_build(const char *cert, const char *key, const char *dat
         SSL_CTX_free(ctx);
         return NULL;
     }
+    SSL_CTX_set_alpn_select_cb(ctx, tls_alpn_select, NULL);
+    /* SNI: any server_name is accepted and the one certificate is served (no callback, no selection) */
     if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
         log_err("tls: cannot load certificate %s", cert);
         tls_log_error("certificate");
@@ -1542,6 +1720,74 @@ int net_tls_reload(net_loop *l, const char *cert, const char *key, const char *d
 int net_tls_available(const net_loop *l)
 {
     return l->ssl_ctx != NULL;
+}
+
+/* ---- the client side of TLS ---- */
+
+/* One per loop, made on first use: the server's protocol profile, and peers verified, against the
+ * system's trust store unless a session names its own CA file. NULL (logged) */
+static SSL_CTX *tls_client_ctx(net_loop *l)
+{
+    if (l->client_ctx)
+        return l->client_ctx;
+    ERR_clear_error();
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (!ctx) {
+        tls_log_error("SSL_CTX_new (client)");
+        return NULL;
+    }
+    if (tls_ctx_profile(ctx) < 0) {
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    /* without one, sessions that name a CA file still work; the others fail to verify, as they should */
+    if (SSL_CTX_set_default_verify_paths(ctx) != 1)
+        tls_log_error("the system's trust store");
+    l->client_ctx = ctx;
+    return ctx;
+}
+
+/* this session trusts the CAs in ca_file and nothing else. 0 or -1 */
+static int tls_trust_only(SSL *s, const char *ca_file)
+{
+    X509_STORE *store = X509_STORE_new();
+    if (!store || X509_STORE_load_file(store, ca_file) != 1 || SSL_set0_verify_cert_store(s, store) != 1) {
+        X509_STORE_free(store);
+        return -1;
+    }
+    return 0;
+}
+
+/* The peer must present a certificate for name, chained to a trusted CA. A host name also goes out as
+ * SNI; an address literal is matched against the certificate's IP entries instead (SNI takes no
+ * addresses, RFC 6066). */
+static int tls_expect_name(SSL *s, const char *name)
+{
+    unsigned char ip[16];
+    if (inet_pton(AF_INET, name, ip) == 1 || inet_pton(AF_INET6, name, ip) == 1)
+        return X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(s), name) == 1 ? 0 : -1;
+    SSL_set_hostflags(s, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+    return SSL_set_tlsext_host_name(s, name) == 1 && SSL_set1_host(s, name) == 1 ? 0 : -1;
+}
+
+/* a client session for name, ready for tls_begin; NULL (logged) */
+static SSL *tls_client_new(net_loop *l, const char *name, const char *ca_file)
+{
+    SSL_CTX *ctx = tls_client_ctx(l);
+    SSL *s = ctx ? SSL_new(ctx) : NULL;
+    if (!s) {
+        tls_log_error("SSL_new (client)");
+        return NULL;
+    }
+    SSL_set_connect_state(s);
+    if (tls_expect_name(s, name) < 0 || (ca_file && tls_trust_only(s, ca_file) < 0)) {
+        log_err("tls: cannot verify '%.200s'%s%.200s", name, ca_file ? " against " : "", ca_file ? ca_file : "");
+        tls_log_error("client session");
+        SSL_free(s);
+        return NULL;
+    }
+    return s;
 }
 
 /* ---- the loop ---- */
@@ -1624,6 +1870,7 @@ void net_loop_free(net_loop *l)
     free(l->thr);
     ip_table_free(l);
     SSL_CTX_free(l->ssl_ctx);
+    SSL_CTX_free(l->client_ctx);
     if (l->sigfd >= 0)
         close(l->sigfd);
     if (l->epfd >= 0)
@@ -1690,6 +1937,10 @@ static void dispatch(net_loop *l, const struct epoll_event *ev)
     net_conn *c = ev->data.ptr;
     if (c->flags & F_DEAD)
         return;             /* killed earlier this turn; freed at its end */
+    if (c->flags & F_CONNECTING) {
+        conn_connected(c);  /* input that came with it is still there next turn (level-triggered) */
+        return;
+    }
     if ((ev->events & EPOLLOUT) || ((ev->events & EPOLLIN) && (c->flags & F_OUT_WANTS_READ)))
         todo_add(c);
     if (c->thr_pos) {
@@ -1845,19 +2096,48 @@ int net_conn_write(net_conn *c, const char *data, size_t len)
     return 0;
 }
 
-int net_conn_starttls(net_conn *c)
+/* TLS begins once what is queued now has gone out in plaintext */
+static void tls_after_queue(net_conn *c)
 {
-    if ((c->flags & (F_DEAD | F_CLOSING | F_STARTTLS)) || c->ssl || !c->loop->ssl_ctx)
-        return -1;
     c->plain_left = c->out_len - c->out_off;   /* the <proceed/> and anything before it */
     c->flags |= F_STARTTLS;
     todo_add(c);
+}
+
+static int tls_can_start(const net_conn *c)
+{
+    return !(c->flags & (F_DEAD | F_CLOSING | F_STARTTLS)) && c->tr->upgrade;
+}
+
+int net_conn_starttls(net_conn *c)
+{
+    if (!tls_can_start(c) || !c->loop->ssl_ctx)
+        return -1;
+    tls_after_queue(c);
+    return 0;
+}
+
+int net_conn_start_tls_client(net_conn *c, const char *verify_name, const char *ca_file)
+{
+    if (!tls_can_start(c) || !verify_name || !*verify_name)
+        return -1;
+    SSL *s = tls_client_new(c->loop, verify_name, ca_file);
+    if (!s)
+        return -1;
+    c->ssl = s;
+    tls_after_queue(c);
     return 0;
 }
 
 int net_conn_is_tls(const net_conn *c)
 {
-    return c->ssl != NULL;
+    return c->tr == &tls_transport;
+}
+
+int net_conn_tls_verified(const net_conn *c)
+{
+    return c->tr == &tls_transport && !(c->flags & F_HANDSHAKE) && !SSL_is_server(c->ssl) &&
+           SSL_get0_peer_certificate(c->ssl) && SSL_get_verify_result(c->ssl) == X509_V_OK;
 }
 
 void net_conn_close(net_conn *c)
@@ -1873,7 +2153,7 @@ void net_conn_close(net_conn *c)
 
 void net_conn_set_timer(net_conn *c, int secs)
 {
-    if (c->flags & (F_DEAD | F_CLOSING))
+    if (c->flags & (F_DEAD | F_CLOSING | F_CONNECTING))    /* the slot holds a deadline of ours */
         return;
     if (secs < 0)
         timer_remove(c);
@@ -1895,14 +2175,14 @@ const char *net_conn_peer(const net_conn *c)
 
 int net_conn_is_local(const net_conn *c)
 {
-    return (c->flags & F_LOCAL) != 0;
+    return c->tr == &unix_transport;
 }
 
 int net_conn_peer_cred(const net_conn *c, uid_t *uid)
 {
     struct ucred cred;
     socklen_t len = sizeof cred;
-    if (!(c->flags & F_LOCAL) || (c->flags & F_DEAD) ||
+    if (c->tr != &unix_transport || (c->flags & F_DEAD) ||
         getsockopt(c->fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 || len != sizeof cred)
         return -1;
     *uid = cred.uid;
@@ -1911,7 +2191,7 @@ int net_conn_peer_cred(const net_conn *c, uid_t *uid)
 
 const char *net_conn_tls_version(const net_conn *c)
 {
-    return c->ssl ? SSL_get_version(c->ssl) : NULL;
+    return c->tr == &tls_transport ? SSL_get_version(c->ssl) : NULL;
 }
 
 

@@ -15,6 +15,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/timerfd.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -1726,6 +1727,411 @@ static void test_tls_profile(int reload)
     net_loop_free(l);
 }
 
+/* ---- outbound connections (net_connect) and client-side TLS: both ends in this process's loop ---- */
+
+/* what the outbound side saw; the accepted side is recorded in T by the usual handlers */
+static struct {
+    int mode;                       /* O_PLAIN, O_DIRECT_TLS or O_STARTTLS */
+    const char *name, *ca;          /* for net_conn_start_tls_client */
+    const char *expect;             /* the echo the outbound side waits for, then closes */
+    int connects, connect_ok, closes, timers, want_closes, guard_fired;
+    int tls_rc, bad_rcs, verified, is_tls, server_verified;
+    char why[200], reason[200], peer[64], version[32], got[64];
+    size_t got_len;
+    double t_start, t_answer;
+} O;
+
+enum { O_PLAIN, O_DIRECT_TLS, O_STARTTLS };
+
+static void o_reset(int mode, const char *expect)
+{
+    reset();
+    memset(&O, 0, sizeof O);
+    O.mode = mode;
+    O.expect = expect;
+    O.want_closes = 2;
+    O.tls_rc = O.verified = O.is_tls = O.server_verified = 99;
+}
+
+/* a test's loop never outlives this: a timerfd watch stops it and says so */
+static int guard_fd = -1;
+
+static void guard_ready(void *ud)
+{
+    uint64_t n;
+    if (read(guard_fd, &n, sizeof n) == (ssize_t)sizeof n) {
+        O.guard_fired = 1;
+        net_loop_stop(T.l);
+    }
+}
+
+static void guard_start(net_loop *l, int secs)
+{
+    struct itimerspec it = { .it_value = { secs, 0 } };
+    guard_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    CHECK(guard_fd >= 0 && timerfd_settime(guard_fd, 0, &it, NULL) == 0, "timerfd");
+    CHECK_INT(0, net_watch(l, guard_fd, guard_ready, NULL));
+}
+
+static void guard_stop(void)
+{
+    if (guard_fd >= 0)
+        close(guard_fd);
+    guard_fd = -1;
+}
+
+/* start TLS as the client, after the calls that must be refused */
+static void o_start_tls(net_conn *c)
+{
+    O.bad_rcs += net_conn_start_tls_client(c, "", O.ca) != -1;
+    O.bad_rcs += net_conn_start_tls_client(c, O.name, "/nonexistent/ca.pem") != -1;
+    O.tls_rc = net_conn_start_tls_client(c, O.name, O.ca);
+    O.bad_rcs += net_conn_start_tls_client(c, O.name, O.ca) != -1;    /* once only */
+    O.bad_rcs += net_conn_starttls(c) != -1;                         /* nor the server side */
+}
+
+static void o_connect(void *ud, net_conn *c, int ok, const char *why)
+{
+    CHECK(ud == &O, "on_connect gets net_connect's ud");
+    O.connects++;
+    O.connect_ok = ok;
+    O.t_answer = mono_now();
+    snprintf(O.why, sizeof O.why, "%s", why);
+    snprintf(O.peer, sizeof O.peer, "%s", net_conn_peer(c));
+    if (!ok) {
+        net_loop_stop(T.l);
+        return;
+    }
+    if (O.mode == O_PLAIN)
+        net_conn_set_timer(c, 0);   /* the timer is ours now: it writes the rest */
+    if (O.mode == O_DIRECT_TLS) {
+        o_start_tls(c);
+        CHECK_INT(0, net_conn_write(c, "hello tls", 9));    /* waits for the handshake */
+    }
+    if (O.mode == O_STARTTLS)
+        CHECK_INT(0, net_conn_write(c, "<starttls/>", 11));
+}
+
+static void o_timer(void *ud, net_conn *c, time_t now)
+{
+    CHECK(ud == &O, "on_timer for the outbound connection");
+    O.timers++;
+    CHECK_INT(0, net_conn_write(c, " hello", 6));
+}
+
+static void o_outbound_data(net_conn *c, const char *d, size_t n)
+{
+    if (O.got_len + n >= sizeof O.got) {
+        net_conn_close(c);
+        return;
+    }
+    memcpy(O.got + O.got_len, d, n);
+    O.got_len += n;
+    O.got[O.got_len] = '\0';
+    if (O.mode == O_STARTTLS && !net_conn_is_tls(c) && strcmp(O.got, "<proceed/>") == 0) {
+        O.got_len = 0;
+        o_start_tls(c);
+        CHECK_INT(0, net_conn_write(c, "hello tls", 9));
+        return;
+    }
+    if (O.got_len < strlen(O.expect))
+        return;
+    O.verified = net_conn_tls_verified(c);
+    O.is_tls = net_conn_is_tls(c);
+    const char *v = net_conn_tls_version(c);
+    snprintf(O.version, sizeof O.version, "%s", v ? v : "none");
+    net_conn_close(c);
+}
+
+static void o_data(void *ud, net_conn *c, const char *d, size_t n)
+{
+    if (ud == &O) {
+        o_outbound_data(c, d, n);
+        return;
+    }
+    if (net_conn_is_tls(c))
+        O.server_verified = net_conn_tls_verified(c);
+    h_starttls_echo(ud, c, d, n);   /* the accepted side: STARTTLS on request, echo the rest */
+}
+
+static void o_close(void *ud, net_conn *c, const char *reason)
+{
+    if (ud == &O) {
+        O.closes++;
+        snprintf(O.reason, sizeof O.reason, "%s", reason);
+    } else {
+        T.closes++;
+        snprintf(T.reason, sizeof T.reason, "%s", reason);
+    }
+    if (O.closes + T.closes >= O.want_closes)
+        net_loop_stop(T.l);
+}
+
+static net_loop *o_loop_new(void)
+{
+    static net_handlers h = { .on_open = h_open, .on_data = o_data, .on_close = o_close,
+                              .on_timer = o_timer, .on_connect = o_connect };
+    net_loop *l = loop_new(&h, 0, 0);
+    guard_start(l, 10);
+    return l;
+}
+
+static void o_loop_free(net_loop *l)
+{
+    net_loop_free(l);
+    guard_stop();
+}
+
+/* data both ways; bytes written before the connect completes wait for it; the timer works afterwards */
+static void test_connect(int family, const char *addr)
+{
+    o_reset(O_PLAIN, "early hello");
+    net_loop *l = o_loop_new();
+    int port = free_port(family);
+    CHECK_INT(0, net_listen(l, addr, port, 0, 0, 3));
+    net_conn *c = net_connect(l, addr, port, 5, &O);
+    CHECK(c != NULL, "net_connect to [%s]:%d", addr, port);
+    CHECK_INT(0, net_conn_write(c, "early", 5));
+    CHECK_INT(0, O.connects);               /* never from inside the call */
+    CHECK_INT(0, net_loop_run(l));
+    CHECK_INT(0, O.guard_fired);
+    CHECK_INT(1, O.connects);
+    CHECK_INT(1, O.connect_ok);
+    CHECK_STR("connected", O.why);
+    CHECK_STR(addr, O.peer);
+    CHECK_INT(1, O.timers);
+    CHECK_STR("early hello", O.got);
+    CHECK_INT(11, T.data_bytes);            /* what the accepted side echoed */
+    CHECK_INT(1, T.opens);
+    CHECK_INT(3, T.tag);
+    CHECK_INT(0, O.is_tls);
+    CHECK_INT(0, O.verified);
+    CHECK_STR("none", O.version);
+    CHECK_INT(1, O.closes);
+    CHECK_STR("closed", O.reason);
+    CHECK_INT(1, T.closes);
+    CHECK_STR("peer closed", T.reason);
+    o_loop_free(l);
+}
+
+static void test_connect_refused(void)
+{
+    o_reset(O_PLAIN, "");
+    net_loop *l = o_loop_new();
+    int port = free_port(AF_INET);          /* nobody listens there */
+    CHECK(net_connect(l, "localhost", port, 5, &O) == NULL, "names are not resolved here");
+    CHECK(net_connect(l, "127.0.0.1", 0, 5, &O) == NULL, "port 0");
+    CHECK(net_connect(l, "127.0.0.1", 70000, 5, &O) == NULL, "port 70000");
+    CHECK(net_connect(l, "127.0.0.1", port, 5, NULL) == NULL, "a connection needs its ud");
+    CHECK(net_connect(l, "127.0.0.1", port, 5, &O) != NULL, "net_connect");
+    CHECK_INT(0, net_loop_run(l));
+    CHECK_INT(0, O.guard_fired);
+    CHECK_INT(1, O.connects);
+    CHECK_INT(0, O.connect_ok);
+    CHECK_STR("Connection refused", O.why);
+    CHECK_STR("127.0.0.1", O.peer);
+    CHECK_INT(0, O.closes);                 /* a failed connect ends with on_connect alone */
+    CHECK_INT(0, T.opens);
+    o_loop_free(l);
+}
+
+/* A listener with a backlog of 0 holds one connection nobody accepts; with its queue full, the kernel
+ * drops further SYNs, so a connect to it waits for a SYN-ACK that never comes. */
+static int listener_full(int *port)
+{
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    socklen_t len = sizeof sa;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, len) < 0 || listen(fd, 0) < 0 ||
+        getsockname(fd, (struct sockaddr *)&sa, &len) < 0)
+        return -1;
+    *port = ntohs(sa.sin_port);
+    return fd;
+}
+
+static void test_connect_timeout(void)
+{
+    o_reset(O_PLAIN, "");
+    net_loop *l = o_loop_new();
+    int port = 0, fd = listener_full(&port);
+    CHECK(fd >= 0, "a listener with backlog 0");
+    int filler = connect_to(AF_INET, port, 0);  /* takes the one place in the accept queue */
+    CHECK(filler >= 0, "the first connect is queued");
+    pause_ms(50);
+    O.t_start = mono_now();
+    net_conn *c = net_connect(l, "127.0.0.1", port, 1, &O);
+    CHECK(c != NULL, "net_connect");
+    net_conn_set_timer(c, -1);              /* ignored: the timer is the connect timeout */
+    CHECK_INT(0, net_conn_write(c, "never sent", 10));
+    CHECK_INT(0, net_loop_run(l));
+    CHECK_INT(0, O.guard_fired);
+    CHECK_INT(1, O.connects);
+    CHECK_INT(0, O.connect_ok);
+    CHECK_STR("connect timeout", O.why);
+    CHECK(O.t_answer - O.t_start >= 1.0, "waited at least the timeout: %.2f s", O.t_answer - O.t_start);
+    CHECK_INT(0, O.closes);
+    CHECK_INT(0, O.timers);
+    o_loop_free(l);
+    close(filler);
+    close(fd);
+}
+
+/* closing before the connect completes abandons it: on_connect says so, from the loop */
+static void test_connect_abandoned(void)
+{
+    o_reset(O_PLAIN, "");
+    net_loop *l = o_loop_new();
+    int port = 0, fd = listener_full(&port);
+    int filler = connect_to(AF_INET, port, 0);
+    CHECK(fd >= 0 && filler >= 0, "a full listener");
+    pause_ms(50);
+    net_conn *c = net_connect(l, "127.0.0.1", port, 5, &O);
+    CHECK(c != NULL, "net_connect");
+    net_conn_close(c);
+    CHECK_INT(0, O.connects);
+    CHECK_INT(0, net_loop_run(l));
+    CHECK_INT(0, O.guard_fired);
+    CHECK_INT(1, O.connects);
+    CHECK_INT(0, O.connect_ok);
+    CHECK_STR("closed before connecting", O.why);
+    CHECK_INT(0, O.closes);
+    o_loop_free(l);
+    close(filler);
+    close(fd);
+}
+
+/* ---- client-side TLS: a test CA, a leaf for "localhost" it signed, and a self-signed "localhost" ---- */
+
+static char ca_cert[128], ca_key[128], leaf_cert[128], leaf_key[128], self_cert[128], self_key[128];
+
+static int add_ext(X509 *x, X509 *issuer, int nid, const char *value)
+{
+    X509V3_CTX v3;
+    X509V3_set_ctx(&v3, issuer, x, NULL, NULL, 0);
+    X509_EXTENSION *e = X509V3_EXT_nconf_nid(NULL, &v3, nid, value);
+    int ok = e && X509_add_ext(x, e, -1);
+    X509_EXTENSION_free(e);
+    return ok;
+}
+
+static int pem_write(const char *cert_path, const char *key_path, X509 *x, EVP_PKEY *k)
+{
+    FILE *fc = fopen(cert_path, "w"), *fk = fopen(key_path, "w");
+    int ok = fc && fk && PEM_write_X509(fc, x) && PEM_write_PrivateKey(fk, k, NULL, NULL, 0, NULL, NULL);
+    if (fc && fclose(fc) != 0)
+        ok = 0;
+    if (fk && fclose(fk) != 0)
+        ok = 0;
+    return ok;
+}
+
+/* a P-256 certificate for cn signed by issuer (itself when issuer is NULL): a CA, or a server
+ * certificate with cn as its DNS name. Returned (the caller frees) and written as PEM. */
+static X509 *issue_cert(const char *cn, int serial, int ca, X509 *issuer, EVP_PKEY *issuer_key,
+                        const char *cert_path, const char *key_path, EVP_PKEY **key)
+{
+    char san[128];
+    snprintf(san, sizeof san, "DNS:%s", cn);
+    EVP_PKEY *k = EVP_EC_gen("P-256");
+    X509 *x = X509_new();
+    int ok = k && x && X509_set_version(x, 2) && ASN1_INTEGER_set(X509_get_serialNumber(x), serial) &&
+             X509_gmtime_adj(X509_getm_notBefore(x), -60) && X509_gmtime_adj(X509_getm_notAfter(x), 86400) &&
+             X509_set_pubkey(x, k) &&
+             X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN", MBSTRING_ASC,
+                                        (const unsigned char *)cn, -1, -1, 0) &&
+             X509_set_issuer_name(x, X509_get_subject_name(issuer ? issuer : x));
+    if (ok && ca)
+        ok = add_ext(x, x, NID_basic_constraints, "critical,CA:TRUE") &&
+             add_ext(x, x, NID_key_usage, "critical,keyCertSign,cRLSign");
+    else if (ok)
+        ok = add_ext(x, issuer, NID_basic_constraints, "critical,CA:FALSE") &&
+             add_ext(x, issuer, NID_subject_alt_name, san) &&
+             add_ext(x, issuer, NID_ext_key_usage, "serverAuth");
+    ok = ok && X509_sign(x, issuer_key ? issuer_key : k, EVP_sha256()) && pem_write(cert_path, key_path, x, k);
+    if (!ok || !key) {
+        EVP_PKEY_free(k);
+        k = NULL;
+    }
+    if (!ok) {
+        X509_free(x);
+        x = NULL;
+    }
+    if (key)
+        *key = k;
+    return x;
+}
+
+static void tls_client_certs(void)
+{
+    EVP_PKEY *k = NULL;
+    snprintf(ca_cert, sizeof ca_cert, "%s/ca.pem", tls_dir);
+    snprintf(ca_key, sizeof ca_key, "%s/ca-key.pem", tls_dir);
+    snprintf(leaf_cert, sizeof leaf_cert, "%s/leaf.pem", tls_dir);
+    snprintf(leaf_key, sizeof leaf_key, "%s/leaf-key.pem", tls_dir);
+    snprintf(self_cert, sizeof self_cert, "%s/self.pem", tls_dir);
+    snprintf(self_key, sizeof self_key, "%s/self-key.pem", tls_dir);
+    X509 *ca = issue_cert("Couplet test CA", 1, 1, NULL, NULL, ca_cert, ca_key, &k);
+    CHECK(ca != NULL, "the test CA");
+    X509 *leaf = ca ? issue_cert("localhost", 2, 0, ca, k, leaf_cert, leaf_key, NULL) : NULL;
+    CHECK(leaf != NULL, "a leaf for localhost signed by the CA");
+    CHECK_INT(0, make_cert("localhost", self_cert, self_key));
+    X509_free(leaf);
+    X509_free(ca);
+    EVP_PKEY_free(k);
+}
+
+/* The outbound side verifies the accepted side's certificate (cert) as name against ca (NULL: the
+ * system's store). want_reason NULL: it must verify, and data goes both ways over TLS 1.3; otherwise
+ * the outbound side is closed with a reason containing want_reason and nothing reaches on_data. */
+static void test_tls_client(int mode, const char *cert, const char *key, const char *name, const char *ca,
+                            const char *want_reason)
+{
+    o_reset(mode, "hello tls");
+    O.name = name;
+    O.ca = ca;
+    net_loop *l = o_loop_new();
+    CHECK_INT(0, net_tls_setup(l, cert, key, NULL, NULL));
+    int port = free_port(AF_INET);
+    CHECK_INT(0, net_listen(l, "127.0.0.1", port, mode == O_DIRECT_TLS, 0, 0));
+    CHECK(net_connect(l, "127.0.0.1", port, 5, &O) != NULL, "net_connect");
+    CHECK_INT(0, net_loop_run(l));
+    CHECK_INT(0, O.guard_fired);
+    CHECK_INT(1, O.connect_ok);
+    CHECK_INT(0, O.tls_rc);
+    CHECK_INT(0, O.bad_rcs);
+    CHECK_INT(1, O.closes);
+    CHECK_INT(1, T.closes);
+    if (!want_reason) {
+        CHECK_STR("hello tls", O.got);
+        CHECK_INT(1, O.is_tls);
+        CHECK_INT(1, O.verified);
+        CHECK_INT(0, O.server_verified);    /* the accepted side asked for no certificate */
+        CHECK_STR("TLSv1.3", O.version);
+        CHECK_INT(9, T.tls_bytes);
+        CHECK_STR("closed", O.reason);
+    } else {
+        CHECK(strstr(O.reason, "TLS certificate verify failed") && strstr(O.reason, want_reason),
+              "the outbound side says why: %s", O.reason);
+        CHECK_INT(0, O.got_len);
+        CHECK_INT(0, T.tls_bytes);
+    }
+    o_loop_free(l);
+}
+
+static void test_tls_clients(void)
+{
+    tls_client_certs();
+    test_tls_client(O_DIRECT_TLS, leaf_cert, leaf_key, "localhost", ca_cert, NULL);
+    test_tls_client(O_STARTTLS, leaf_cert, leaf_key, "localhost", ca_cert, NULL);
+    test_tls_client(O_DIRECT_TLS, self_cert, self_key, "localhost", ca_cert, "self-signed");
+    test_tls_client(O_DIRECT_TLS, leaf_cert, leaf_key, "example.org", ca_cert, "hostname mismatch");
+    test_tls_client(O_STARTTLS, leaf_cert, leaf_key, "example.org", ca_cert, "hostname mismatch");
+    test_tls_client(O_DIRECT_TLS, leaf_cert, leaf_key, "localhost", NULL, "unable to get local issuer");
+    const char *files[] = { ca_cert, ca_key, leaf_cert, leaf_key, self_cert, self_key };
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++)
+        unlink(files[i]);
+}
+
 static void tls_cleanup(void)
 {
     char p[128];
@@ -1768,6 +2174,12 @@ int main(void)
     test_tls_read_rate();
     test_tls_profile(0);
     test_tls_profile(1);
+    test_connect(AF_INET, "127.0.0.1");
+    test_connect(AF_INET6, "::1");
+    test_connect_refused();
+    test_connect_timeout();
+    test_connect_abandoned();
+    test_tls_clients();
     tls_cleanup();
     return check_summary("net_epoll");
 }
