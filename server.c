@@ -395,25 +395,22 @@ static xml_node *stanza_error_reply(server *srv, const xml_node *st, const char 
     return r;
 }
 
-/* Errors are never answered with errors (RFC 6120 §8.3.1). */
-static void send_stanza_error(session *s, const xml_node *st, const char *type, const char *condition) {
-    if (!strcmp(stanza_type(st), "error")) return;
-    if (!strcmp(st->name, "iq") && !strcmp(stanza_type(st), "result")) return;   /* RFC 6120 §8.2.3 */
-    /* a stanza without 'to' was handled for the account itself: the answer comes from nobody else, so it
-     * carries no 'from' (RFC 6120 §8.1.2.1, §10.3.3); clients match replies by sender */
-    xml_node *r = stanza_error_reply(s->srv, st, xml_attr_get(st, "to"), s->full_jid, type, condition);
-    if (r) session_send_node(s, r);
-}
-
-/* The same with a human-readable <text/> saying why (RFC 6120 §8.3.2). */
+/* An error reply to st, with a human-readable <text/> saying why when text is not NULL (RFC 6120 §8.3.2).
+ * Errors are never answered with errors (§8.3.1), nor IQ results (§8.2.3). A stanza without 'to' was
+ * handled for the account itself: the answer comes from nobody else, so it carries no 'from' (§8.1.2.1,
+ * §10.3.3); clients match replies by sender. */
 static void send_stanza_error_text(session *s, const xml_node *st, const char *type, const char *condition,
                                    const char *text) {
     if (!strcmp(stanza_type(st), "error")) return;
     if (!strcmp(st->name, "iq") && !strcmp(stanza_type(st), "result")) return;
     xml_node *r = stanza_error_reply(s->srv, st, xml_attr_get(st, "to"), s->full_jid, type, condition);
-    xml_node *e = r ? xml_child(r, "error", NULL) : NULL;
+    xml_node *e = r && text ? xml_child(r, "error", NULL) : NULL;
     if (e) xml_add_child_text(s->srv->arena, e, "text", NS_STANZAS, text);
     if (r) session_send_node(s, r);
+}
+
+static void send_stanza_error(session *s, const xml_node *st, const char *type, const char *condition) {
+    send_stanza_error_text(s, st, type, condition, NULL);
 }
 
 static xml_node *iq_result(session *s, const xml_node *iq) {
@@ -978,8 +975,8 @@ static void presence_from_contact(session *s, const char *contact_local, const c
 /* A probe (RFC 6121 §4.3): the contact's available sessions, or 'unavailable' when it has none. */
 static void presence_answer_probe(session *s, const jid *to) {
     int n = 0;
-    for (session *t = account_find(s->srv, to->local) ? account_find(s->srv, to->local)->sessions : NULL; t;
-         t = t->acct_next)
+    account *a = account_find(s->srv, to->local);
+    for (session *t = a ? a->sessions : NULL; t; t = t->acct_next)
         if (t->available && t->presence && (!to->resource[0] || !strcmp(session_resource(t), to->resource))) {
             presence_send_remembered(t, s);
             n++;

@@ -263,6 +263,28 @@ il_login_iqs() {
     fi 2>&1 | sed "s/^/interop $IL_CLIENT $IL_VERSION login: /"
 }
 
+# ---- the other side ---------------------------------------------------------------------------------
+# il_start_with_bob KIND [rooms]: a fresh server and bob on line client KIND, online; with "rooms", bob also
+# makes garden@ (open) and vault@ (password "sesame") for the room steps. 1 (step failed) if either is not up.
+il_start_with_bob() {
+    il_start_server || { il_step "server start" fail "see above"; return 1; }
+    il_mark
+    il_line_start bob "$1" bob@localhost || { il_step "other side ($1) logs in" fail "" "$T/bob.out" "$T/bob.err"; return 1; }
+    il_line_expect bob "^roster" 5
+    [ "$2" = rooms ] || return 0
+    il_line_send bob "join garden@conference.localhost Bob"
+    il_line_send bob "join vault@conference.localhost Keeper"
+    il_line_send bob "secret vault@conference.localhost sesame"
+    il_line_expect bob "^configured vault@" 5 || il_step "helper creates a password-protected room" fail "" "$T/bob.out" "$T/bob.trace"
+    return 0
+}
+
+# il_tmux_wait_gone SECONDS: wait (bounded) until the client's tmux session ($SESSION) has ended
+il_tmux_wait_gone() {
+    wg_end=$(( $(date +%s) + $1 ))
+    while tmux -S "$IL_TMUX" has-session -t "$SESSION" 2>/dev/null && [ "$(date +%s)" -lt "$wg_end" ]; do sleep 0.2; done
+}
+
 # ---- the matrix for a line client (interop_strophe, interop_peer.py) ---------------------------------
 # il_check_line_client KIND FORMAT: KIND (strophe or slixmpp) is the client under test as alice; the
 # other side is bob on the other library when it is available
@@ -271,14 +293,7 @@ il_check_line_client() {
     lc_other=slixmpp
     [ "$lc_kind" = slixmpp ] && [ -n "$IL_STROPHE" ] && lc_other=strophe
     [ "$lc_kind" = strophe ] && ! "$IL_PY" -c 'import slixmpp' 2>/dev/null && lc_other=strophe
-    il_start_server || { il_step "server start" fail "see above"; return 1; }
-    il_mark
-    il_line_start bob "$lc_other" bob@localhost || { il_step "other side ($lc_other) logs in" fail "" "$T/bob.out" "$T/bob.err"; return 1; }
-    il_line_expect bob "^roster" 5
-    il_line_send bob "join garden@conference.localhost Bob"
-    il_line_send bob "join vault@conference.localhost Keeper"
-    il_line_send bob "secret vault@conference.localhost sesame"
-    il_line_expect bob "^configured vault@" 5 || il_step "helper creates a password-protected room" fail "" "$T/bob.out" "$T/bob.trace"
+    il_start_with_bob "$lc_other" rooms || return 1
 
     il_mark
     il_line_start alice "$lc_kind" alice@localhost

@@ -60,18 +60,11 @@ prof_wait() {
 # prof_quit: /quit, and the session's end
 prof_quit() {
     prof_type "/quit"
-    end=$(( $(date +%s) + 5 ))
-    while tmux -S "$IL_TMUX" has-session -t "$SESSION" 2>/dev/null && [ "$(date +%s)" -lt "$end" ]; do sleep 0.2; done
+    il_tmux_wait_gone 5
 }
 
 other=$(il_other_kind)
-il_start_server || { il_step "server start" fail "see above"; il_finish; exit 1; }
-il_line_start bob "$other" bob@localhost || { il_step "other side ($other) logs in" fail "" "$T/bob.out"; il_finish; exit 1; }
-il_line_expect bob "^roster" 5
-il_line_send bob "join garden@conference.localhost Bob"
-il_line_send bob "join vault@conference.localhost Keeper"
-il_line_send bob "secret vault@conference.localhost sesame"
-il_line_expect bob "^configured vault@" 5 || il_step "helper creates a password-protected room" fail "" "$T/bob.out"
+il_start_with_bob "$other" rooms || { il_finish; exit 1; }
 
 # STARTTLS, the certificate checked (tls.policy force)
 il_mark

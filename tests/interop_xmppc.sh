@@ -33,9 +33,7 @@ xc() {
 }
 
 other=$(il_other_kind)
-il_start_server || { il_step "server start" fail "see above"; il_finish; exit 1; }
-il_line_start bob "$other" bob@localhost || { il_step "other side ($other) logs in" fail "" "$T/bob.out"; il_finish; exit 1; }
-il_line_expect bob "^roster" 5
+il_start_with_bob "$other" || { il_finish; exit 1; }
 
 # receiving: the stanza monitor prints what arrives (line-buffered: it runs until it is stopped)
 il_mark

@@ -624,18 +624,6 @@ static int account_exists(const char *user) {
     return r;
 }
 
-/* 1 if user/password logs in (SASL PLAIN success), 0 if refused */
-static int login_works(const char *user, const char *password) {
-    client c;
-    if (client_open(&c) < 0) return 0;
-    client_clear(&c);
-    client_auth_plain(&c, user, password);
-    read_until(c.fd, c.buf, sizeof c.buf, &c.len, "</", 3000);
-    int ok = strstr(c.buf, "<success") != NULL;
-    client_close(&c);
-    return ok;
-}
-
 /* the account tools: what they print, import's checks, passwd --logout */
 static void test_account_tools(void) {
     CHECK_INT(0, couplet("pw\n", "adduser Alice@localhost"));
@@ -742,10 +730,10 @@ static void test_passwd_tty(void) {
     CHECK(strstr(said, "Password: ") && strstr(said, "Password again: ") && strstr(said, "do not match") &&
           !strstr(said, "secret"), "a mismatch is refused, nothing echoed: %s", said);
     CHECK_STR("", out_text);
-    CHECK(login_works("romeo", "password"), "romeo's password is unchanged");
+    CHECK(client_login_works("romeo", "password"), "romeo's password is unchanged");
     CHECK_INT(0, passwd_on_tty("secret3", "secret3", said, sizeof said));
     CHECK_STR("password changed for romeo@localhost\n", out_text);
-    CHECK(login_works("romeo", "secret3"), "the new password works");
+    CHECK(client_login_works("romeo", "secret3"), "the new password works");
 }
 
 /* the socket file: a second server on it is refused, stop removes it, a stale one is replaced */

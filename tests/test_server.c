@@ -589,25 +589,13 @@ static void test_shared_roster(void) {
 
 /* ---- account changes made by another process reach the running server ---- */
 
-/* 1 if user/password logs in (SASL success), 0 if refused */
-static int login_works(const char *user, const char *password) {
-    client c;
-    if (client_open(&c) < 0) return 0;
-    client_clear(&c);
-    client_auth_plain(&c, user, password);
-    read_until(c.fd, c.buf, sizeof c.buf, &c.len, "</", 3000);
-    int ok = strstr(c.buf, "<success") != NULL;
-    client_close(&c);
-    return ok;
-}
-
 static void test_accounts_live(void) {
-    CHECK(!login_works("alice", "first"), "alice does not exist yet");
+    CHECK(!client_login_works("alice", "first"), "alice does not exist yet");
     CHECK(run_account_cmd("adduser", "alice@localhost", "first") == 0, "adduser while the server runs");
-    CHECK(login_works("alice", "first"), "alice logs in at once, without a restart or SIGHUP");
+    CHECK(client_login_works("alice", "first"), "alice logs in at once, without a restart or SIGHUP");
     CHECK(run_account_cmd("passwd", "alice@localhost", "second") == 0, "passwd while the server runs");
-    CHECK(!login_works("alice", "first"), "the old password no longer works");
-    CHECK(login_works("alice", "second"), "the new password works");
+    CHECK(!client_login_works("alice", "first"), "the old password no longer works");
+    CHECK(client_login_works("alice", "second"), "the new password works");
 
     client live;
     memset(&live, 0, sizeof live);
@@ -629,7 +617,7 @@ static void test_accounts_live(void) {
           strstr(live.buf, "deleted"), "the deleted account's live session ends with not-authorized: %s", live.buf);
     CHECK(now_ms() - t0 < 2000, "within a second or so of deluser (took %ld ms)", now_ms() - t0);
     client_close(&live);
-    CHECK(!login_works("alice", "second"), "the deleted account cannot log in");
+    CHECK(!client_login_works("alice", "second"), "the deleted account cannot log in");
 
     /* a corrupt file written while running: refused, the accounts before stay */
     char path[PATH_MAX + 32], tmp[PATH_MAX + 32];
@@ -638,7 +626,7 @@ static void test_accounts_live(void) {
     CHECK(write_file(tmp, "# couplet accounts v1\nthis is not an account line\n") == 0 && rename(tmp, path) == 0,
           "a corrupt account file replaces the good one");
     usleep(200000);
-    CHECK(login_works("romeo", "password"), "romeo still logs in: the old accounts stay in use");
+    CHECK(client_login_works("romeo", "password"), "romeo still logs in: the old accounts stay in use");
 }
 
 /* log_level = debug shows every stanza both ways, and never a password or a SASL payload */

@@ -187,6 +187,18 @@ static inline void client_close(client *c) {
     c->fd = -1;
 }
 
+/* 1 if user/password is accepted (SASL PLAIN success), 0 if refused; the connection is closed after */
+static inline int client_login_works(const char *user, const char *password) {
+    client c;
+    if (client_open(&c) < 0) return 0;
+    client_clear(&c);
+    client_auth_plain(&c, user, password);
+    read_until(c.fd, c.buf, sizeof c.buf, &c.len, "</", 3000);
+    int ok = strstr(c.buf, "<success") != NULL;
+    client_close(&c);
+    return ok;
+}
+
 /* ---- the server process ---- */
 
 static inline int write_file(const char *path, const char *text) {
