@@ -8,7 +8,7 @@ WARN     = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wno-unused-par
 SAN_FLAGS = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 LDLIBS   = -lssl -lcrypto
 
-CORE_SRCS = net_epoll.c xml.c server.c auth.c muc.c jid.c config.c log.c store.c admin.c
+CORE_SRCS = net_epoll.c xml.c server.c router.c stanza.c auth.c muc.c jid.c config.c log.c store.c admin.c
 CORE_OBJS = $(CORE_SRCS:%.c=$(BUILD)/%.o)
 TEST_SRCS = $(wildcard tests/test_*.c)
 TEST_BINS = $(TEST_SRCS:tests/%.c=$(BUILD)/%)
@@ -30,6 +30,11 @@ $(BUILD)/scs_runner: tests/scs_runner.c $(CORE_OBJS) $(TEST_HEADERS)
 
 $(BUILD)/test_%: tests/test_%.c $(CORE_OBJS) $(TEST_HEADERS)
 	$(CC) $(WARN) $(CFLAGS) -I. -o $@ $< $(CORE_OBJS) $(LDLIBS)
+
+# the router's tests run the whole server over fuzz/fake_net.c, an in-memory net_epoll: no sockets
+ROUTER_TEST_OBJS = $(filter-out $(BUILD)/net_epoll.o,$(CORE_OBJS))
+$(BUILD)/test_router: tests/test_router.c fuzz/fake_net.c fuzz/fake_net.h $(ROUTER_TEST_OBJS) $(TEST_HEADERS)
+	$(CC) $(WARN) $(CFLAGS) -I. -o $@ tests/test_router.c fuzz/fake_net.c $(ROUTER_TEST_OBJS) $(LDLIBS)
 
 $(BUILD):
 	mkdir -p $(BUILD)
@@ -87,7 +92,7 @@ FUZZ_FLAGS    = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-paramet
                 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 FUZZ_NAMES   ?= xml jid sasl stream admin
 FUZZ_BINS     = $(FUZZ_NAMES:%=$(FUZZ_DIR)/fuzz_%)
-FUZZ_STREAM_SRCS = server.c xml.c auth.c muc.c jid.c config.c log.c store.c admin.c fuzz/fake_net.c
+FUZZ_STREAM_SRCS = server.c router.c stanza.c xml.c auth.c muc.c jid.c config.c log.c store.c admin.c fuzz/fake_net.c
 
 $(FUZZ_DIR)/fuzz_xml: fuzz/fuzz_xml.c xml.c $(HEADERS)
 	@mkdir -p $(FUZZ_DIR)
@@ -97,9 +102,9 @@ $(FUZZ_DIR)/fuzz_jid: fuzz/fuzz_jid.c jid.c $(HEADERS)
 	@mkdir -p $(FUZZ_DIR)
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ fuzz/fuzz_jid.c jid.c
 
-$(FUZZ_DIR)/fuzz_sasl: fuzz/fuzz_sasl.c auth.c store.c $(HEADERS)
+$(FUZZ_DIR)/fuzz_sasl: fuzz/fuzz_sasl.c auth.c store.c stanza.c xml.c $(HEADERS)
 	@mkdir -p $(FUZZ_DIR)
-	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ fuzz/fuzz_sasl.c auth.c store.c $(LDLIBS)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ fuzz/fuzz_sasl.c auth.c store.c stanza.c xml.c $(LDLIBS)
 
 $(FUZZ_DIR)/fuzz_admin: fuzz/fuzz_admin.c admin.c $(HEADERS)
 	@mkdir -p $(FUZZ_DIR)

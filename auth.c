@@ -4,6 +4,7 @@
  * against other services; it is rewritten whole through store_write_atomic on every change, and memory
  * is updated only after the write succeeded, so disk and memory never disagree. */
 #include "auth.h"
+#include "stanza.h"
 #include "store.h"
 
 #include <errno.h>
@@ -351,21 +352,11 @@ static int file_id_same(const struct file_id *a, const struct file_id *b)
                           a->mtim.tv_sec == b->mtim.tv_sec && a->mtim.tv_nsec == b->mtim.tv_nsec);
 }
 
-static uint64_t hash_str(const char *s)
-{
-    uint64_t h = 14695981039346656037ULL;       /* FNV-1a */
-    for (; *s; s++) {
-        h ^= (unsigned char)*s;
-        h *= 1099511628211ULL;
-    }
-    return h;
-}
-
 static struct account *table_find(const struct acc_table *t, const char *lp)
 {
     if (!t->nbuckets || !lp)
         return NULL;
-    uint64_t h = hash_str(lp);
+    uint64_t h = str_hash(lp);
     for (struct account *a = t->buckets[h & (t->nbuckets - 1)]; a; a = a->next)
         if (a->hash == h && strcmp(a->localpart, lp) == 0)
             return a;
@@ -455,7 +446,7 @@ static struct account *account_new(const char *lp)
     if (!a)
         return NULL;
     memcpy(a->localpart, lp, n + 1);
-    a->hash = hash_str(lp);
+    a->hash = str_hash(lp);
     return a;
 }
 

@@ -2,6 +2,7 @@
  * roles, history, room configuration, and the persistence of rooms as text files in data_dir/rooms/. */
 #include "muc.h"
 #include "jid.h"
+#include "stanza.h"
 #include "store.h"
 #include "config.h"
 
@@ -14,17 +15,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define NS_MUC         "http://jabber.org/protocol/muc"
-#define NS_MUC_USER    NS_MUC "#user"
-#define NS_MUC_ADMIN   NS_MUC "#admin"
-#define NS_MUC_OWNER   NS_MUC "#owner"
-#define NS_DISCO_INFO  "http://jabber.org/protocol/disco#info"
-#define NS_DISCO_ITEMS "http://jabber.org/protocol/disco#items"
-#define NS_XDATA       "jabber:x:data"
-#define NS_STANZAS     "urn:ietf:params:xml:ns:xmpp-stanzas"
-#define NS_DELAY       "urn:xmpp:delay"
-#define NS_REGISTER    "jabber:iq:register"
-#define NS_PING        "urn:xmpp:ping"
 #define FORM_CONFIG    NS_MUC "#roomconfig"
 #define FORM_INFO      NS_MUC "#roominfo"
 #define FORM_REGISTER  NS_MUC "#register"
@@ -235,11 +225,10 @@ static MUST_USE int set_text(char **field, const char *v)
     return 0;
 }
 
-static unsigned hash_str(const char *s)
+/* the chain of a name in a hash table of nb chains, nb a power of two */
+static unsigned bucket(const char *s, unsigned nb)
 {
-    unsigned h = 2166136261u;
-    while (*s) { h ^= (unsigned char)*s++; h *= 16777619u; }
-    return h;
+    return (unsigned)(str_hash(s) & (nb - 1));
 }
 
 static int str_in(const char *s, const char *const *names, int n)
@@ -402,6 +391,9 @@ static xml_node *reply_node(muc_service *m, const xml_node *st, const char *type
     return n;
 }
 
+/* Not stanza_error_new: clients have always had reply_node's attribute order with 'to' spliced in last, the
+ * join element echoed before <error/>, and no error for an IQ whose type is there but neither get nor set
+ * (stanza_may_bounce lets those have one: bad-request). */
 static void send_error(muc_service *m, const muc_ctx *cx, const char *etype, const char *cond, const char *by)
 {
     const xml_node *st = cx->st;
@@ -529,7 +521,7 @@ static MUST_USE int table_grow(void ***tab, unsigned *nb, unsigned count, size_t
         void *e = (*tab)[i];
         while (e) {
             void *nx = *(void **)((char *)e + next_off);
-            unsigned h = hash_str(key(e)) & (nn - 1);
+            unsigned h = bucket(key(e), nn);
             *(void **)((char *)e + next_off) = t[h];
             t[h] = e;
             e = nx;
@@ -547,7 +539,7 @@ static const char *sess_key(void *e) { return ((session *)e)->jid; }
 static occupant *find_nick(const room *r, const char *nick)
 {
     if (!r->nicks) return NULL;
-    for (occupant *o = r->nicks[hash_str(nick) & (r->nick_nb - 1)]; o; o = o->hnext)
+    for (occupant *o = r->nicks[bucket(nick, r->nick_nb)]; o; o = o->hnext)
         if (!strcmp(o->nick, nick)) return o;
     return NULL;
 }
@@ -555,21 +547,21 @@ static occupant *find_nick(const room *r, const char *nick)
 static session *find_session(const room *r, const char *full)
 {
     if (!r->sess) return NULL;
-    for (session *s = r->sess[hash_str(full) & (r->sess_nb - 1)]; s; s = s->hnext)
+    for (session *s = r->sess[bucket(full, r->sess_nb)]; s; s = s->hnext)
         if (!strcmp(s->jid, full)) return s;
     return NULL;
 }
 
 static void nick_unhash(room *r, occupant *o)
 {
-    occupant **pp = &r->nicks[hash_str(o->nick) & (r->nick_nb - 1)];
+    occupant **pp = &r->nicks[bucket(o->nick, r->nick_nb)];
     while (*pp && *pp != o) pp = &(*pp)->hnext;
     if (*pp) *pp = o->hnext;
 }
 
 static void nick_hash(room *r, occupant *o)
 {
-    unsigned h = hash_str(o->nick) & (r->nick_nb - 1);
+    unsigned h = bucket(o->nick, r->nick_nb);
     o->hnext = r->nicks[h];
     r->nicks[h] = o;
 }
@@ -586,7 +578,7 @@ static MUST_USE session *session_add(room *r, occupant *o, const char *full)
     session **tail = &o->sessions;
     while (*tail) tail = &(*tail)->next;
     *tail = s;
-    unsigned h = hash_str(full) & (r->sess_nb - 1);
+    unsigned h = bucket(full, r->sess_nb);
     s->hnext = r->sess[h];
     r->sess[h] = s;
     r->nsessions++;
@@ -595,7 +587,7 @@ static MUST_USE session *session_add(room *r, occupant *o, const char *full)
 
 static void session_remove(room *r, session *s)
 {
-    session **pp = &r->sess[hash_str(s->jid) & (r->sess_nb - 1)];
+    session **pp = &r->sess[bucket(s->jid, r->sess_nb)];
     while (*pp && *pp != s) pp = &(*pp)->hnext;
     if (*pp) *pp = s->hnext;
     for (pp = &s->occ->sessions; *pp && *pp != s; pp = &(*pp)->next) {}
@@ -722,16 +714,17 @@ static room *find_room(const muc_service *m, const char *name)
 {
     if (!m->rtab) return NULL;
     size_t n = strlen(name);
-    for (room *r = m->rtab[hash_str(name) & (m->rnb - 1)]; r; r = r->hnext)
+    for (room *r = m->rtab[bucket(name, m->rnb)]; r; r = r->hnext)
         if (!strncmp(r->jid, name, n) && r->jid[n] == '@') return r;
     return NULL;
 }
 
-static unsigned room_name_hash(const room *r)
+/* a room is hashed by its name, the local part of its JID, as find_room looks it up */
+static unsigned room_bucket(const room *r, unsigned nb)
 {
-    unsigned h = 2166136261u;
-    for (const char *s = r->jid; *s && *s != '@'; s++) { h ^= (unsigned char)*s; h *= 16777619u; }
-    return h;
+    char name[JID_PART_MAX + 1];
+    snprintf(name, sizeof name, "%.*s", (int)(strchr(r->jid, '@') - r->jid), r->jid);
+    return bucket(name, nb);
 }
 
 static MUST_USE int rooms_grow(muc_service *m)
@@ -741,7 +734,7 @@ static MUST_USE int rooms_grow(muc_service *m)
     room **t = calloc(nn, sizeof *t);
     if (!t) return m->rtab ? 0 : -1;
     for (room *r = m->rooms; r; r = r->next) {
-        unsigned h = room_name_hash(r) & (nn - 1);
+        unsigned h = room_bucket(r, nn);
         r->hnext = t[h];
         t[h] = r;
     }
@@ -771,7 +764,7 @@ static MUST_USE room *room_new(muc_service *m, const char *name)
     r->defhist = r->histlen;
     r->next = m->rooms;
     m->rooms = r;
-    unsigned h = room_name_hash(r) & (m->rnb - 1);
+    unsigned h = room_bucket(r, m->rnb);
     r->hnext = m->rtab[h];
     m->rtab[h] = r;
     m->nrooms++;
@@ -780,7 +773,7 @@ static MUST_USE room *room_new(muc_service *m, const char *name)
 
 static void room_unlink(muc_service *m, room *r)
 {
-    room **pp = &m->rtab[room_name_hash(r) & (m->rnb - 1)];
+    room **pp = &m->rtab[room_bucket(r, m->rnb)];
     while (*pp && *pp != r) pp = &(*pp)->hnext;
     if (*pp) *pp = r->hnext;
     for (pp = &m->rooms; *pp && *pp != r; pp = &(*pp)->next) {}
@@ -793,7 +786,7 @@ static void room_unlink(muc_service *m, room *r)
 static user_rooms **user_rooms_slot(muc_service *m, const char *bare)
 {
     if (!m->utab && !(m->utab = calloc(UTAB_SIZE, sizeof *m->utab))) return NULL;
-    user_rooms **pp = &m->utab[hash_str(bare) & (UTAB_SIZE - 1)];
+    user_rooms **pp = &m->utab[bucket(bare, UTAB_SIZE)];
     while (*pp && strcmp((*pp)->bare, bare)) pp = &(*pp)->next;
     return pp;
 }
@@ -1794,17 +1787,17 @@ static void handle_private(muc_service *m, const muc_ctx *cx, room *r, occupant 
 
 static void handle_message(muc_service *m, const muc_ctx *cx, room *r)
 {
-    const char *type = xml_attr_get(cx->st, "type"), *nick = cx->to.resource;
-    if (type && !strcmp(type, "error")) return;
+    const char *type = stanza_type(cx->st), *nick = cx->to.resource;
+    if (!strcmp(type, "error")) return;
     if (!r) { send_error(m, cx, "cancel", "item-not-found", NULL); return; }
     session *s = find_session(r, cx->full);
     occupant *o = s ? s->occ : NULL;
     if (*nick) {
-        if (type && !strcmp(type, "groupchat")) { send_error(m, cx, "modify", "bad-request", r->jid); return; }
+        if (!strcmp(type, "groupchat")) { send_error(m, cx, "modify", "bad-request", r->jid); return; }
         handle_private(m, cx, r, o, nick);
         return;
     }
-    if (type && !strcmp(type, "groupchat")) { handle_groupchat(m, cx, r, o); return; }
+    if (!strcmp(type, "groupchat")) { handle_groupchat(m, cx, r, o); return; }
     const xml_node *x = xml_child(cx->st, "x", NS_MUC_USER);
     if (x) { handle_invites(m, cx, r, o, x); return; }
     send_error(m, cx, "modify", "bad-request", r->jid);
@@ -2025,11 +2018,10 @@ static void config_apply(muc_service *m, const muc_ctx *cx, room *r, const setti
     m->touched = r;
 }
 
-static void handle_owner(muc_service *m, const muc_ctx *cx, room *r, const xml_node *q, int aff)
+static void handle_owner(muc_service *m, const muc_ctx *cx, room *r, const xml_node *q, int aff, occupant *o)
 {
-    const char *type = xml_attr_get(cx->st, "type");
     if (aff != AFF_OWNER) { send_error(m, cx, "auth", "forbidden", r->jid); return; }
-    if (!strcmp(type, "get")) {
+    if (!strcmp(stanza_type(cx->st), "get")) {
         xml_node *rq = t_node(m, "query", NS_MUC_OWNER);
         t_append(m, rq, config_form(m, r));
         send_result(m, cx, rq);
@@ -2241,10 +2233,9 @@ static MUST_USE int store_affiliations(muc_service *m, const muc_ctx *cx, room *
 
 static void handle_admin(muc_service *m, const muc_ctx *cx, room *r, const xml_node *q, int aff, occupant *o)
 {
-    const char *type = xml_attr_get(cx->st, "type");
     const xml_node *first = xml_child(q, "item", NS_MUC_ADMIN);
     if (!first) { send_error(m, cx, "modify", "bad-request", r->jid); return; }
-    if (!strcmp(type, "get")) { admin_list(m, cx, r, first, aff, o); return; }
+    if (!strcmp(stanza_type(cx->st), "get")) { admin_list(m, cx, r, first, aff, o); return; }
     size_t n = 0;
     for (const xml_node *it = first; it; it = xml_next_child(it, "item", NS_MUC_ADMIN)) n++;
     if (n > 256) { send_error(m, cx, "modify", "not-acceptable", r->jid); return; }
@@ -2269,11 +2260,17 @@ static void handle_admin(muc_service *m, const muc_ctx *cx, room *r, const xml_n
 
 /* ------------------------------------------------------------------ disco, registration, forwarding */
 
-static void add_feature(muc_service *m, xml_node *q, const char *var)
+static void t_feature(muc_service *m, xml_node *q, const char *var)
 {
-    t_attr(m, t_child(m, q, "feature", NULL), "var", var);
+    if (disco_add_feature(m->arena, q, var) < 0) m->tree_oom = 1;
 }
 
+static void t_table_features(muc_service *m, xml_node *q, const void *table, size_t row_size)
+{
+    if (disco_add_table_features(m->arena, q, table, row_size) < 0) m->tree_oom = 1;
+}
+
+/* Not disco_add_identity: clients have always had these attributes in this order, name before type. */
 static void add_identity(muc_service *m, xml_node *q, const char *name)
 {
     xml_node *id = t_child(m, q, "identity", NULL);
@@ -2289,7 +2286,32 @@ static const char *room_title(const room *r, char *buf, size_t n)
     return buf;
 }
 
-static void room_disco_info(muc_service *m, const muc_ctx *cx, room *r, const xml_node *q)
+/* The IQs a room answers itself (those to an occupant's nick are forwarded to it). The table dispatches and
+ * fills disco#info, so nothing is advertised that is not answered; no row is advertised today, as a room's
+ * disco#info has always listed only the MUC namespace and the muc_ features, and clients compare it. */
+typedef void (*room_iq_fn)(muc_service *m, const muc_ctx *cx, room *r, const xml_node *q, int aff, occupant *o);
+typedef struct room_iq_row { iq_key key; room_iq_fn fn; } room_iq_row;
+
+static void room_disco_info(muc_service *m, const muc_ctx *cx, room *r, const xml_node *q, int aff, occupant *o);
+static void room_disco_items(muc_service *m, const muc_ctx *cx, room *r, const xml_node *q, int aff, occupant *o);
+static void handle_register(muc_service *m, const muc_ctx *cx, room *r, const xml_node *q, int aff, occupant *o);
+
+static void room_ping(muc_service *m, const muc_ctx *cx, room *r, const xml_node *q, int aff, occupant *o)
+{
+    send_result(m, cx, NULL);
+}
+
+static const room_iq_row room_iqs[] = {
+    { { NS_DISCO_INFO, "query", IQ_GET, NULL }, room_disco_info },
+    { { NS_DISCO_ITEMS, "query", IQ_GET, NULL }, room_disco_items },
+    { { NS_MUC_OWNER, "query", IQ_GET | IQ_SET, NULL }, handle_owner },
+    { { NS_MUC_ADMIN, "query", IQ_GET | IQ_SET, NULL }, handle_admin },
+    { { NS_REGISTER, "query", IQ_GET | IQ_SET, NULL }, handle_register },
+    { { NS_PING, "ping", IQ_GET, NULL }, room_ping },
+    { { NULL, NULL, 0, NULL }, NULL },
+};
+
+static void room_disco_info(muc_service *m, const muc_ctx *cx, room *r, const xml_node *q, int aff, occupant *o)
 {
     const char *node = xml_attr_get(q, "node");
     xml_node *rq;
@@ -2305,13 +2327,14 @@ static void room_disco_info(muc_service *m, const muc_ctx *cx, room *r, const xm
     char tb[JID_PART_MAX + 1], num[16];
     rq = t_node(m, "query", NS_DISCO_INFO);
     add_identity(m, rq, room_title(r, tb, sizeof tb));
-    add_feature(m, rq, NS_MUC);
-    add_feature(m, rq, r->password && *r->password ? "muc_passwordprotected" : "muc_unsecured");
-    add_feature(m, rq, r->membersonly ? "muc_membersonly" : "muc_open");
-    add_feature(m, rq, r->moderated ? "muc_moderated" : "muc_unmoderated");
-    add_feature(m, rq, r->persistent ? "muc_persistent" : "muc_temporary");
-    add_feature(m, rq, r->public_room ? "muc_public" : "muc_hidden");
-    add_feature(m, rq, r->whois_anyone ? "muc_nonanonymous" : "muc_semianonymous");
+    t_feature(m, rq, NS_MUC);
+    t_feature(m, rq, r->password && *r->password ? "muc_passwordprotected" : "muc_unsecured");
+    t_feature(m, rq, r->membersonly ? "muc_membersonly" : "muc_open");
+    t_feature(m, rq, r->moderated ? "muc_moderated" : "muc_unmoderated");
+    t_feature(m, rq, r->persistent ? "muc_persistent" : "muc_temporary");
+    t_feature(m, rq, r->public_room ? "muc_public" : "muc_hidden");
+    t_feature(m, rq, r->whois_anyone ? "muc_nonanonymous" : "muc_semianonymous");
+    t_table_features(m, rq, room_iqs, sizeof *room_iqs);
     xml_node *x = t_child(m, rq, "x", NS_XDATA);
     t_attr(m, x, "type", "result");
     form_field(m, x, "FORM_TYPE", "hidden", NULL, FORM_INFO);
@@ -2323,15 +2346,15 @@ static void room_disco_info(muc_service *m, const muc_ctx *cx, room *r, const xm
     send_result(m, cx, rq);
 }
 
-static void room_disco_items(muc_service *m, const muc_ctx *cx, room *r)
+static void room_disco_items(muc_service *m, const muc_ctx *cx, room *r, const xml_node *q, int aff, occupant *o)
 {
     xml_node *rq = t_node(m, "query", NS_DISCO_ITEMS);
-    for (occupant *q = r->whois_anyone ? r->first : NULL; q; q = q->next) {
+    for (occupant *p = r->whois_anyone ? r->first : NULL; p; p = p->next) {
         char j[JID_MAX * 2];
         xml_node *it = t_child(m, rq, "item", NULL);
-        snprintf(j, sizeof j, "%s/%s", r->jid, q->nick);
+        snprintf(j, sizeof j, "%s/%s", r->jid, p->nick);
         t_attr(m, it, "jid", j);
-        t_attr(m, it, "name", q->nick);
+        t_attr(m, it, "name", p->nick);
     }
     send_result(m, cx, rq);
 }
@@ -2406,12 +2429,11 @@ static void register_nick(muc_service *m, const muc_ctx *cx, room *r, const xml_
     if (cur < AFF_MEMBER) announce_new_member(m, r, cx->bare);
 }
 
-static void handle_register(muc_service *m, const muc_ctx *cx, room *r, const xml_node *q, int aff)
+static void handle_register(muc_service *m, const muc_ctx *cx, room *r, const xml_node *q, int aff, occupant *o)
 {
-    const char *type = xml_attr_get(cx->st, "type");
     aff_entry *e = room_aff_entry(r, cx->bare);
     if (aff == AFF_OUTCAST) send_error(m, cx, "auth", "forbidden", r->jid);
-    else if (!strcmp(type, "get")) register_form(m, cx, e);
+    else if (!strcmp(stanza_type(cx->st), "get")) register_form(m, cx, e);
     else if (!xml_child(q, "remove", NS_REGISTER)) register_nick(m, cx, r, q, aff);
     else if (!(e && e->nick) || unregister_nick(m, cx, r) == 0) send_result(m, cx, NULL);
 }
@@ -2435,7 +2457,7 @@ static void forward_iq_answer(muc_service *m, const muc_ctx *cx, room *r, occupa
 /* IQs between occupants: the id is replaced so that the answer can be routed back */
 static void forward_iq(muc_service *m, const muc_ctx *cx, room *r, occupant *o, const char *nick)
 {
-    const char *type = xml_attr_get(cx->st, "type"), *id = xml_attr_get(cx->st, "id");
+    const char *type = stanza_type(cx->st), *id = xml_attr_get(cx->st, "id");
     if (!strcmp(type, "result") || !strcmp(type, "error")) { forward_iq_answer(m, cx, r, o); return; }
     if (!o) { send_error(m, cx, "modify", "not-acceptable", r->jid); return; }
     occupant *t = find_nick(r, nick);
@@ -2474,22 +2496,57 @@ static void handle_room_iq(muc_service *m, const muc_ctx *cx, room *r)
     occupant *o = s ? s->occ : NULL;
     if (*nick) { forward_iq(m, cx, r, o, nick); return; }
     if (!request) return;
-    const xml_node *q = NULL;
-    for (const xml_node *c = cx->st->children; c; c = c->next) if (c->name) { q = c; break; }
+    /* the first element child, whatever follows it, as rooms have always read it (iq_payload refuses two) */
+    const xml_node *q = xml_child(cx->st, NULL, NULL);
     if (!q) { send_error(m, cx, "modify", "bad-request", r->jid); return; }
-    int get = !strcmp(type, "get"), aff = effective_aff(m, r, cx->bare), query = !strcmp(q->name, "query");
-    if (get && query && !strcmp(q->ns, NS_DISCO_INFO)) room_disco_info(m, cx, r, q);
-    else if (get && query && !strcmp(q->ns, NS_DISCO_ITEMS)) room_disco_items(m, cx, r);
-    else if (query && !strcmp(q->ns, NS_MUC_OWNER)) handle_owner(m, cx, r, q, aff);
-    else if (query && !strcmp(q->ns, NS_MUC_ADMIN)) handle_admin(m, cx, r, q, aff, o);
-    else if (query && !strcmp(q->ns, NS_REGISTER)) handle_register(m, cx, r, q, aff);
-    else if (get && !strcmp(q->name, "ping") && !strcmp(q->ns, NS_PING)) send_result(m, cx, NULL);
+    const room_iq_row *row = iq_table_find(room_iqs, sizeof *room_iqs, cx->st, q);
+    if (row) row->fn(m, cx, r, q, effective_aff(m, r, cx->bare), o);
     else send_error(m, cx, "cancel", "feature-not-implemented", r->jid);
 }
 
-static void service_disco_items(muc_service *m, const muc_ctx *cx)
+/* The IQs to the service's own domain, dispatched and advertised from one table like a room's. Ping is
+ * answered but not advertised: the service's disco#info has always listed exactly disco#info, disco#items
+ * and the MUC namespace, and clients and tests compare that list. */
+typedef void (*service_iq_fn)(muc_service *m, const muc_ctx *cx, const xml_node *q);
+typedef struct service_iq_row { iq_key key; service_iq_fn fn; } service_iq_row;
+
+static void service_disco_info(muc_service *m, const muc_ctx *cx, const xml_node *q);
+static void service_disco_items(muc_service *m, const muc_ctx *cx, const xml_node *q);
+
+static void service_ping(muc_service *m, const muc_ctx *cx, const xml_node *q)
+{
+    send_result(m, cx, NULL);
+}
+
+static const service_iq_row service_iqs[] = {
+    { { NS_DISCO_INFO, "query", IQ_GET, NS_DISCO_INFO }, service_disco_info },
+    { { NS_DISCO_ITEMS, "query", IQ_GET, NS_DISCO_ITEMS }, service_disco_items },
+    { { NS_PING, "ping", IQ_GET, NULL }, service_ping },
+    { { NULL, NULL, 0, NULL }, NULL },
+};
+
+/* the service publishes no disco nodes: a query naming one is refused as an unknown IQ is */
+static int service_node_refused(muc_service *m, const muc_ctx *cx, const xml_node *q)
+{
+    if (!xml_attr_get(q, "node")) return 0;
+    send_error(m, cx, "cancel", "service-unavailable", NULL);
+    return 1;
+}
+
+static void service_disco_info(muc_service *m, const muc_ctx *cx, const xml_node *q)
+{
+    if (service_node_refused(m, cx, q)) return;
+    xml_node *rq = t_node(m, "query", NS_DISCO_INFO);
+    add_identity(m, rq, "Chatrooms");
+    t_table_features(m, rq, service_iqs, sizeof *service_iqs);
+    t_feature(m, rq, NS_MUC);   /* rooms are joined by presence, not by an IQ: no row gives it */
+    send_result(m, cx, rq);
+}
+
+static void service_disco_items(muc_service *m, const muc_ctx *cx, const xml_node *q)
 {
     char tb[JID_PART_MAX + 1];
+    if (service_node_refused(m, cx, q)) return;
     xml_node *rq = t_node(m, "query", NS_DISCO_ITEMS);
     for (room *r = m->rooms; r; r = r->next) {
         if (!r->public_room || r->destroyed) continue;
@@ -2502,23 +2559,11 @@ static void service_disco_items(muc_service *m, const muc_ctx *cx)
 
 static void handle_service_iq(muc_service *m, const muc_ctx *cx)
 {
-    const char *type = xml_attr_get(cx->st, "type");
-    if (!type || (strcmp(type, "get") && strcmp(type, "set"))) return;
-    const xml_node *q = NULL;
-    for (const xml_node *c = cx->st->children; c; c = c->next) if (c->name) { q = c; break; }
-    if (!q || strcmp(type, "get") || strcmp(q->name, "query") || xml_attr_get(q, "node")) {
-        if (q && !strcmp(q->ns, NS_PING) && !strcmp(type, "get")) { send_result(m, cx, NULL); return; }
-        send_error(m, cx, "cancel", "service-unavailable", NULL);
-        return;
-    }
-    if (!strcmp(q->ns, NS_DISCO_INFO)) {
-        xml_node *rq = t_node(m, "query", NS_DISCO_INFO);
-        add_identity(m, rq, "Chatrooms");
-        add_feature(m, rq, NS_DISCO_INFO);
-        add_feature(m, rq, NS_DISCO_ITEMS);
-        add_feature(m, rq, NS_MUC);
-        send_result(m, cx, rq);
-    } else if (!strcmp(q->ns, NS_DISCO_ITEMS)) service_disco_items(m, cx);
+    const char *type = stanza_type(cx->st);
+    if (strcmp(type, "get") && strcmp(type, "set")) return;     /* results and errors end here */
+    const xml_node *q = xml_child(cx->st, NULL, NULL);      /* the first element child, as for rooms */
+    const service_iq_row *row = q ? iq_table_find(service_iqs, sizeof *service_iqs, cx->st, q) : NULL;
+    if (row) row->fn(m, cx, q);
     else send_error(m, cx, "cancel", "service-unavailable", NULL);
 }
 

@@ -21,22 +21,10 @@
 #include "jid.h"
 #include "muc.h"
 #include "net_epoll.h"
+#include "router.h"
+#include "stanza.h"
 #include "store.h"
 #include "xml.h"
-
-#define NS_TLS      "urn:ietf:params:xml:ns:xmpp-tls"
-#define NS_SASL     "urn:ietf:params:xml:ns:xmpp-sasl"
-#define NS_BIND     "urn:ietf:params:xml:ns:xmpp-bind"
-#define NS_SESSION  "urn:ietf:params:xml:ns:xmpp-session"
-#define NS_STREAMS  "urn:ietf:params:xml:ns:xmpp-streams"
-#define NS_STANZAS  "urn:ietf:params:xml:ns:xmpp-stanzas"
-#define NS_DISCO_INFO  "http://jabber.org/protocol/disco#info"
-#define NS_DISCO_ITEMS "http://jabber.org/protocol/disco#items"
-#define NS_PING     "urn:xmpp:ping"
-#define NS_VERSION  "jabber:iq:version"
-#define NS_TIME     "urn:xmpp:time"
-#define NS_LAST     "jabber:iq:last"
-#define NS_ROSTER   "jabber:iq:roster"
 
 #define COUPLET_VERSION "0.1"
 
@@ -55,33 +43,59 @@ typedef struct directed {
     char jid[];         /* a JID we sent available presence to, owed 'unavailable' at the end */
 } directed;
 
+typedef struct stream stream;
 typedef struct session session;
 typedef struct account account;
 
-struct session {
+/* What kind of peer a stream serves: it decides the framing, what the peer must negotiate, and what the
+ * stream stamps as the sender of what it receives. Only clients today; WebSocket, servers and components
+ * are later kinds. */
+enum stream_kind { STREAM_C2S };
+
+/* One connection's protocol state: transport, parser, negotiation (TLS, SASL, bind). Freed with its
+ * connection. */
+struct stream {
     server *srv;
     net_conn *conn;
     xml_parser *parser;
     auth_sasl *sasl;
-    account *acct;              /* set once bound */
-    char *full_jid;             /* set once bound: local@domain/resource */
+    session *sess;              /* the resource it bound, once bound */
     char *user;                 /* local part, set once authenticated */
-    directed *directed;
-    session *acct_next;         /* the account's other sessions */
-    session *prev, *next;       /* every session, for shutdown */
+    stream *prev, *next;        /* every stream, for shutdown and the admin socket */
     unsigned id;                /* for logs: numbered in order of connection */
-    unsigned char state;
-    unsigned char sasl_failures;
-    unsigned tls : 1, authed : 1, available : 1, header_sent : 1, dead : 1;
+    unsigned char kind, state, sasl_failures;
+    unsigned tls : 1, authed : 1, header_sent : 1, dead : 1;
     unsigned starttls_now : 1;  /* STARTTLS just accepted: the rest of this read is not the new stream */
-    unsigned roster_requested : 1;  /* an interested resource (RFC 6121 §2.1.6): gets roster pushes */
-    signed char priority;
-    char *presence;             /* roster = shared: the last broadcast presence, serialized without 'to' */
-    unsigned presence_len, presence_split;  /* where " to='...'" goes into it */
-    time_t since;               /* accepted at; fits the malloc chunk the struct had already */
+    time_t since;               /* accepted at */
 };
 
-/* An account with at least one bound session, found by its local part. */
+/* Stanzas held for a session detached from its stream: the bytes that would have been written. */
+typedef struct held {
+    struct held *next;
+    size_t len;
+    char data[];
+} held;
+
+/* A bound resource: what the network knows as a full JID. It points at the stream that carries it and
+ * outlives it when detached (the stream gone, the session kept for resumption): stanzas to it are then
+ * held, up to a bound, until it is attached again or ends. */
+struct session {
+    server *srv;
+    stream *st;                 /* NULL while detached */
+    account *acct;
+    char *full_jid;             /* local@domain/resource */
+    directed *directed;
+    session *acct_next;         /* the account's other sessions */
+    char *presence;             /* roster = shared: the last broadcast presence, serialized without 'to' */
+    unsigned presence_len, presence_split;  /* where " to='...'" goes into it */
+    held *held, **held_tail;    /* while detached */
+    unsigned held_count;
+    unsigned available : 1, roster_requested : 1, ended : 1;
+    signed char priority;
+};
+
+/* An account with at least one session, attached or detached, found by its local part: the home of
+ * per-account state that must outlive each session (account_idle says when it may go). */
 struct account {
     account *hnext;
     session *sessions;
@@ -105,7 +119,8 @@ struct server {
     net_loop *loop;
     auth_store *store;
     muc_service *muc;
-    session *sessions;          /* list of all sessions */
+    router *router;             /* the domains: ours, the rooms' */
+    stream *streams;            /* every stream */
     account **buckets;          /* open hash of bound accounts */
     size_t nbuckets, naccounts;
     xml_arena *arena;           /* replies built while handling one stanza */
@@ -124,15 +139,9 @@ struct server {
 /* ---------------------------------------------------------------------------------------------------- */
 /* accounts table                                                                                       */
 
-static size_t hash_str(const char *s) {
-    size_t h = 1469598103934665603ull;
-    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
-    return h;
-}
-
 static account *account_find(server *srv, const char *local) {
     if (!srv->nbuckets) return NULL;
-    account *a = srv->buckets[hash_str(local) & (srv->nbuckets - 1)];
+    account *a = srv->buckets[str_hash(local) & (srv->nbuckets - 1)];
     while (a && strcmp(a->local, local) != 0) a = a->hnext;
     return a;
 }
@@ -145,7 +154,7 @@ static int accounts_grow(server *srv) {
         account *a = srv->buckets[i];
         while (a) {
             account *next = a->hnext;
-            size_t k = hash_str(a->local) & (n - 1);
+            size_t k = str_hash(a->local) & (n - 1);
             a->hnext = b[k];
             b[k] = a;
             a = next;
@@ -166,16 +175,22 @@ static account *account_get(server *srv, const char *local) {
     if (!a) return NULL;
     memcpy(a->local, local, len + 1);
     a->sessions = NULL;
-    size_t k = hash_str(local) & (srv->nbuckets - 1);
+    size_t k = str_hash(local) & (srv->nbuckets - 1);
     a->hnext = srv->buckets[k];
     srv->buckets[k] = a;
     srv->naccounts++;
     return a;
 }
 
-static void account_drop_if_empty(server *srv, account *a) {
-    if (a->sessions) return;
-    account **pp = &srv->buckets[hash_str(a->local) & (srv->nbuckets - 1)];
+/* The one place that says when an account's entry may go: per-account state that later features keep
+ * (resumable sessions' counters, offline messages) is added here so it is not freed with the last session. */
+static int account_idle(const account *a) {
+    return a->sessions == NULL;
+}
+
+static void account_drop_if_idle(server *srv, account *a) {
+    if (!account_idle(a)) return;
+    account **pp = &srv->buckets[str_hash(a->local) & (srv->nbuckets - 1)];
     while (*pp != a) pp = &(*pp)->hnext;
     *pp = a->hnext;
     srv->naccounts--;
@@ -198,15 +213,20 @@ static unsigned account_session_count(const account *a) {
     return n;
 }
 
+/* the session with this full JID (already normalised by jid_parse), attached or detached */
+static session *session_find(server *srv, const jid *j) {
+    return j->local[0] && j->resource[0] ? account_session(account_find(srv, j->local), j->resource) : NULL;
+}
+
 /* ---------------------------------------------------------------------------------------------------- */
 /* logs: each line names its connection; at debug level every stanza in and out, secrets blanked         */
 
 /* "#12 127.0.0.1 romeo@localhost/x" (or the user, or "-", before binding): the number tells apart two
  * connections from one address (struct net_conn has no room left for the port) */
-static const char *session_name(const session *s) {
+static const char *stream_name(const stream *s) {
     static char buf[3 * (JID_PART_MAX + 1) + 80];
     snprintf(buf, sizeof buf, "#%u %s %s", s->id, net_conn_peer(s->conn),
-             s->full_jid ? s->full_jid : s->user ? s->user : "-");
+             s->sess ? s->sess->full_jid : s->user ? s->user : "-");
     return buf;
 }
 
@@ -245,17 +265,17 @@ static void redact(xml_buf *b) {
 }
 
 #define LOG_STANZA_MAX 8192
-static void log_stanza(const session *s, const char *dir, const char *data, size_t len) {
+static void log_stanza(const stream *s, const char *dir, const char *data, size_t len) {
     xml_buf b;
     xml_buf_init(&b);
     xml_buf_append(&b, data, len < LOG_STANZA_MAX ? len : LOG_STANZA_MAX);
     if (b.oom) return;
     redact(&b);
-    log_debug("%s %s %s%s", dir, session_name(s), b.data, len > LOG_STANZA_MAX ? " [...]" : "");
+    log_debug("%s %s %s%s", dir, stream_name(s), b.data, len > LOG_STANZA_MAX ? " [...]" : "");
     xml_buf_free(&b);
 }
 
-static void log_stanza_in(const session *s, const xml_node *n) {
+static void log_stanza_in(const stream *s, const xml_node *n) {
     xml_buf b;
     xml_buf_init(&b);
     xml_serialize(&b, n, XML_NS_CLIENT);
@@ -264,30 +284,64 @@ static void log_stanza_in(const session *s, const xml_node *n) {
 }
 
 /* ---------------------------------------------------------------------------------------------------- */
-/* output                                                                                               */
+/* output: a stream writes to its connection; a session writes to its stream, or holds while detached    */
 
 /* Once our </stream:stream> is out (state ST_CLOSED), nothing more may follow it (RFC 6120 §4.4). */
-static void session_write(session *s, const char *data, size_t len) {
+static void stream_write(stream *s, const char *data, size_t len) {
     if (s->dead || s->state == ST_CLOSED) return;
     if (log_level >= LOG_DEBUG) log_stanza(s, "->", data, len);
     net_conn_write(s->conn, data, len);
 }
 
-static void session_puts(session *s, const char *text) {
-    session_write(s, text, strlen(text));
+static void stream_puts(stream *s, const char *text) {
+    stream_write(s, text, strlen(text));
 }
 
-static void session_send_node(session *s, const xml_node *n) {
+/* A detached session holds at most this many stanzas, and this many bytes of them: beyond, a stanza is
+ * refused, and what refused means is the sender's business (a bounce, or the room dropping the occupant). */
+#define HELD_MAX 64
+#define HELD_MAX_BYTES (64 * 1024)
+
+static size_t held_bytes(const session *s) {
+    size_t n = 0;
+    for (const held *h = s->held; h; h = h->next) n += h->len;
+    return n;
+}
+
+static int session_hold(session *s, const char *data, size_t len) {
+    if (s->held_count >= HELD_MAX || held_bytes(s) + len > HELD_MAX_BYTES) return -1;
+    held *h = malloc(sizeof *h + len);
+    if (!h) return -1;
+    h->next = NULL;
+    h->len = len;
+    memcpy(h->data, data, len);
+    if (!s->held) s->held_tail = &s->held;
+    *s->held_tail = h;
+    s->held_tail = &h->next;
+    s->held_count++;
+    return 0;
+}
+
+/* 0 when written (or held), -1 when the session cannot take it: ended, closing, or its hold is full */
+static int session_write(session *s, const char *data, size_t len) {
+    if (s->ended) return -1;
+    if (!s->st) return session_hold(s, data, len);
+    if (s->st->dead || s->st->state == ST_CLOSED) return -1;
+    stream_write(s->st, data, len);
+    return 0;
+}
+
+static int session_send_node(session *s, const xml_node *n) {
     server *srv = s->srv;
     xml_buf_reset(&srv->out);
     xml_serialize(&srv->out, n, XML_NS_CLIENT);
-    if (!srv->out.oom) session_write(s, srv->out.data, srv->out.len);
+    return srv->out.oom ? -1 : session_write(s, srv->out.data, srv->out.len);
 }
 
 /* head + " to='JID'" + tail: a stanza encoded once for many recipients */
 /* One write, so that an output bound can never cut a stanza in the middle. */
-static void session_write_spliced(session *s, const char *to, const char *head, size_t hl,
-                                  const char *tail, size_t tl) {
+static int session_write_spliced(session *s, const char *to, const char *head, size_t hl,
+                                 const char *tail, size_t tl) {
     xml_buf *b = &s->srv->out;
     xml_buf_reset(b);
     xml_buf_append(b, head, hl);
@@ -295,7 +349,7 @@ static void session_write_spliced(session *s, const char *to, const char *head, 
     xml_buf_escape(b, to, strlen(to));
     xml_buf_puts(b, "'");
     xml_buf_append(b, tail, tl);
-    if (!b->oom) session_write(s, b->data, b->len);
+    return b->oom ? -1 : session_write(s, b->data, b->len);
 }
 
 /* lower-case hex of n random bytes into out[2n+1] */
@@ -311,28 +365,42 @@ static void random_hex(char *out, size_t n) {
     out[2 * n] = 0;
 }
 
-static void session_send_header(session *s) {
+/* The stream's own header and footer: a TCP client stream is wrapped in <stream:stream>; a stream kind
+ * framed by its transport (WebSocket's <open/> and <close/>) gets rows of its own. */
+static const struct stream_framing {
+    const char *header_open;    /* followed by the stream id, then header_close */
+    const char *header_close;   /* followed by our domain, then "'" and header_end */
+    const char *header_end;
+    const char *footer;
+} framings[] = {
+    [STREAM_C2S] = {"<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
+                    "xmlns:stream='http://etherx.jabber.org/streams' id='",
+                    "' from='", " version='1.0' xml:lang='en'>", "</stream:stream>"},
+};
+
+static void stream_send_header(stream *s) {
+    const struct stream_framing *f = &framings[s->kind];
     char id[17];
     random_hex(id, 8);
     xml_buf *b = &s->srv->out;
     xml_buf_reset(b);
-    xml_buf_puts(b, "<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
-                    "xmlns:stream='http://etherx.jabber.org/streams' id='");
+    xml_buf_puts(b, f->header_open);
     xml_buf_puts(b, id);
-    xml_buf_puts(b, "' from='");
+    xml_buf_puts(b, f->header_close);
     xml_buf_escape(b, s->srv->cfg->domain, strlen(s->srv->cfg->domain));
-    xml_buf_puts(b, "' version='1.0' xml:lang='en'>");
-    if (!b->oom) session_write(s, b->data, b->len);
+    xml_buf_puts(b, "'");
+    xml_buf_puts(b, f->header_end);
+    if (!b->oom) stream_write(s, b->data, b->len);
     s->header_sent = 1;
 }
 
-static void session_end(session *s);
+static void stream_gone(stream *s);
 
 /* A stream error ends the stream (RFC 6120 §4.9): header first if we never sent one. */
-static void session_stream_error(session *s, const char *condition, const char *text) {
+static void stream_error(stream *s, const char *condition, const char *text) {
     if (s->state == ST_CLOSED || s->dead) return;
-    if (!s->header_sent) session_send_header(s);
-    log_info("%s stream error %s%s%s", session_name(s), condition, text ? ": " : "", text ? text : "");
+    if (!s->header_sent) stream_send_header(s);
+    log_info("%s stream error %s%s%s", stream_name(s), condition, text ? ": " : "", text ? text : "");
     xml_buf *b = &s->srv->out;
     xml_buf_reset(b);
     xml_buf_printf(b, "<stream:error><%s xmlns='" NS_STREAMS "'/>", condition);
@@ -341,98 +409,31 @@ static void session_stream_error(session *s, const char *condition, const char *
         xml_buf_escape(b, text, strlen(text));
         xml_buf_puts(b, "</text>");
     }
-    xml_buf_puts(b, "</stream:error></stream:stream>");
-    if (!b->oom) session_write(s, b->data, b->len);
+    xml_buf_puts(b, "</stream:error>");
+    xml_buf_puts(b, framings[s->kind].footer);
+    if (!b->oom) stream_write(s, b->data, b->len);
     s->state = ST_CLOSED;
-    session_end(s);
+    stream_gone(s);
     net_conn_close(s->conn);
 }
 
-static void session_close_stream(session *s) {
+static void stream_close(stream *s) {
     if (s->state == ST_CLOSED || s->dead) return;
-    if (!s->header_sent) session_send_header(s);
-    session_puts(s, "</stream:stream>");
+    if (!s->header_sent) stream_send_header(s);
+    stream_puts(s, framings[s->kind].footer);
     s->state = ST_CLOSED;
-    session_end(s);
+    stream_gone(s);
     net_conn_close(s->conn);
-}
-
-/* ---------------------------------------------------------------------------------------------------- */
-/* stanza helpers                                                                                       */
-
-static int is_stanza(const xml_node *n) {
-    return strcmp(n->ns, XML_NS_CLIENT) == 0 &&
-           (!strcmp(n->name, "message") || !strcmp(n->name, "presence") || !strcmp(n->name, "iq"));
-}
-
-static const char *stanza_type(const xml_node *n) {
-    const char *t = xml_attr_get(n, "type");
-    return t ? t : "";
-}
-
-/* The one element child of an IQ get/set (RFC 6120 §8.2.3), or NULL if there is not exactly one. */
-static xml_node *iq_payload(const xml_node *iq) {
-    xml_node *p = xml_child(iq, NULL, NULL);
-    if (!p || xml_next_child(p, NULL, NULL)) return NULL;
-    return p;
-}
-
-/* An error reply to st, from its addressee back to the sender (RFC 6120 §8.3). */
-static xml_node *stanza_error_reply(server *srv, const xml_node *st, const char *from, const char *to,
-                                    const char *type, const char *condition) {
-    xml_arena *a = srv->arena;
-    xml_node *r = xml_node_new(a, st->name, XML_NS_CLIENT);
-    if (!r) return NULL;
-    const char *id = xml_attr_get(st, "id");
-    if (id) xml_set_attr(a, r, "id", id);
-    xml_set_attr(a, r, "type", "error");
-    xml_set_attr(a, r, "from", from);
-    xml_set_attr(a, r, "to", to);
-    xml_node *e = xml_add_child(a, r, "error", XML_NS_CLIENT);
-    if (!e) return NULL;
-    xml_set_attr(a, e, "type", type);
-    xml_add_child(a, e, condition, NS_STANZAS);
-    return r;
-}
-
-/* An error reply to st, with a human-readable <text/> saying why when text is not NULL (RFC 6120 §8.3.2).
- * Errors are never answered with errors (§8.3.1), nor IQ results (§8.2.3). A stanza without 'to' was
- * handled for the account itself: the answer comes from nobody else, so it carries no 'from' (§8.1.2.1,
- * §10.3.3); clients match replies by sender. */
-static void send_stanza_error_text(session *s, const xml_node *st, const char *type, const char *condition,
-                                   const char *text) {
-    if (!strcmp(stanza_type(st), "error")) return;
-    if (!strcmp(st->name, "iq") && !strcmp(stanza_type(st), "result")) return;
-    xml_node *r = stanza_error_reply(s->srv, st, xml_attr_get(st, "to"), s->full_jid, type, condition);
-    xml_node *e = r && text ? xml_child(r, "error", NULL) : NULL;
-    if (e) xml_add_child_text(s->srv->arena, e, "text", NS_STANZAS, text);
-    if (r) session_send_node(s, r);
-}
-
-static void send_stanza_error(session *s, const xml_node *st, const char *type, const char *condition) {
-    send_stanza_error_text(s, st, type, condition, NULL);
-}
-
-static xml_node *iq_result(session *s, const xml_node *iq) {
-    xml_arena *a = s->srv->arena;
-    xml_node *r = xml_node_new(a, "iq", XML_NS_CLIENT);
-    if (!r) return NULL;
-    const char *from = xml_attr_get(iq, "to");
-    xml_set_attr(a, r, "id", xml_attr_get(iq, "id"));
-    xml_set_attr(a, r, "type", "result");
-    if (from) xml_set_attr(a, r, "from", from);
-    xml_set_attr(a, r, "to", s->full_jid);
-    return r;
 }
 
 /* ---------------------------------------------------------------------------------------------------- */
 /* features and negotiation (RFC 6120 §§4-7)                                                            */
 
-static int sasl_allowed(const session *s) {
+static int sasl_allowed(const stream *s) {
     return s->tls || !s->srv->cfg->require_encryption || !net_tls_available(s->srv->loop);
 }
 
-static void session_send_features(session *s) {
+static void stream_send_features(stream *s) {
     xml_buf *b = &s->srv->out;
     xml_buf_reset(b);
     xml_buf_puts(b, "<stream:features>");
@@ -452,80 +453,80 @@ static void session_send_features(session *s) {
                         "<session xmlns='" NS_SESSION "'><optional/></session>");
     }
     xml_buf_puts(b, "</stream:features>");
-    if (!b->oom) session_write(s, b->data, b->len);
+    if (!b->oom) stream_write(s, b->data, b->len);
 }
 
 static int on_stream_open(void *ud, xml_node *root) {
-    session *s = ud;
+    stream *s = ud;
     const config *cfg = s->srv->cfg;
     s->header_sent = 0;
     if (log_level >= LOG_DEBUG) log_stanza_in(s, root);
     if (strcmp(root->ns, XML_NS_STREAM) != 0) {
-        session_stream_error(s, "invalid-namespace", NULL);
+        stream_error(s, "invalid-namespace", NULL);
         return 1;
     }
     if (strcmp(root->name, "stream") != 0) {     /* the right namespace, the wrong element */
-        session_stream_error(s, "bad-format", NULL);
+        stream_error(s, "bad-format", NULL);
         return 1;
     }
     /* RFC 6120 §4.8.2: the content namespace says what kind of stream this is; this port serves clients */
     if (strcmp(xml_parser_default_ns(s->parser), XML_NS_CLIENT) != 0) {
-        session_stream_error(s, "invalid-namespace", "this port serves clients: the default namespace must be "
+        stream_error(s, "invalid-namespace", "this port serves clients: the default namespace must be "
                                                      XML_NS_CLIENT);
         return 1;
     }
     const char *to = xml_attr_get(root, "to");
     jid j;
     if (to && (jid_parse(to, &j) < 0 || j.local[0] || j.resource[0] || strcmp(j.domain, cfg->domain) != 0)) {
-        session_stream_error(s, "host-unknown", NULL);
+        stream_error(s, "host-unknown", NULL);
         return 1;
     }
     const char *version = xml_attr_get(root, "version");
     if (!version || strncmp(version, "1.", 2) != 0 || !version[2] || strspn(version + 2, "0123456789") != strlen(version + 2)) {
         /* We speak XMPP 1.x streams (RFC 6120 §4.7.5: a higher minor version is answered with ours);
          * an absent version (pre-XMPP) or another major version is refused. */
-        session_stream_error(s, "unsupported-version", NULL);
+        stream_error(s, "unsupported-version", NULL);
         return 1;
     }
-    session_send_header(s);
-    session_send_features(s);
+    stream_send_header(s);
+    stream_send_features(s);
     s->state = ST_NEGOTIATE;
     return 0;
 }
 
 static int on_stream_close(void *ud) {
-    session_close_stream(ud);
+    stream_close(ud);
     return 1;
 }
 
 /* A stream restart (after STARTTLS or SASL success): the parser forgets the old stream. */
-static int session_restart(session *s) {
+static int stream_restart(stream *s) {
     xml_parser_reset(s->parser);
     s->state = ST_HEADER;
     s->header_sent = 0;     /* an error before the new header needs a header of its own */
     return 1;
 }
 
-static int handle_starttls(session *s) {
+static int handle_starttls(stream *s) {
     if (s->tls || s->authed || !net_tls_available(s->srv->loop)) {
         /* RFC 6120 §5.4.2.2: a failure element, then the stream is closed */
-        session_puts(s, "<failure xmlns='" NS_TLS "'/>");
-        session_close_stream(s);
+        stream_puts(s, "<failure xmlns='" NS_TLS "'/>");
+        stream_close(s);
         return 1;
     }
-    session_puts(s, "<proceed xmlns='" NS_TLS "'/>");
+    stream_puts(s, "<proceed xmlns='" NS_TLS "'/>");
     if (net_conn_starttls(s->conn) < 0) {
-        session_close_stream(s);
+        stream_close(s);
         return 1;
     }
     s->tls = 1;
     s->starttls_now = 1;
-    return session_restart(s);
+    return stream_restart(s);
 }
 
 static auth_fail *auth_fail_slot(server *srv, const char *ip) {
     if (!srv->auth_fails && !(srv->auth_fails = calloc(AUTH_FAIL_SLOTS, sizeof *srv->auth_fails))) return NULL;
-    auth_fail *f = &srv->auth_fails[hash_str(ip) & (AUTH_FAIL_SLOTS - 1)];
+    auth_fail *f = &srv->auth_fails[str_hash(ip) & (AUTH_FAIL_SLOTS - 1)];
     if (strcmp(f->ip, ip) != 0) {
         memset(f, 0, sizeof *f);
         snprintf(f->ip, sizeof f->ip, "%s", ip);
@@ -536,7 +537,7 @@ static auth_fail *auth_fail_slot(server *srv, const char *ip) {
 /* 1 while this address is locked out after too many failed authentications */
 static int auth_locked_out(server *srv, const char *ip) {
     if (!srv->auth_fails || !srv->cfg->auth_failures_per_ip) return 0;
-    const auth_fail *f = &srv->auth_fails[hash_str(ip) & (AUTH_FAIL_SLOTS - 1)];
+    const auth_fail *f = &srv->auth_fails[str_hash(ip) & (AUTH_FAIL_SLOTS - 1)];
     return !strcmp(f->ip, ip) && f->locked_until > time(NULL);
 }
 
@@ -594,25 +595,31 @@ static void name_list_free(name_list *l) {
     free(l->v);
 }
 
+static void roster_push_one(server *srv, session *s, const char *bare, const char *subscription);
+
 static void roster_push(server *srv, const char *local, const char *subscription) {
     char bare[2 * (JID_PART_MAX + 1)];
     snprintf(bare, sizeof bare, "%s@%s", local, srv->cfg->domain);
-    for (session *s = srv->sessions; s; s = s->next) {
-        if (!s->roster_requested || !s->full_jid || s->dead || !strcmp(s->user, local)) continue;
-        xml_arena_reset(srv->arena);
-        xml_node *iq = xml_node_new(srv->arena, "iq", XML_NS_CLIENT);
-        xml_node *q = iq ? xml_add_child(srv->arena, iq, "query", NS_ROSTER) : NULL;
-        xml_node *item = q ? xml_add_child(srv->arena, q, "item", NULL) : NULL;
-        if (!item) return;
-        char id[17];
-        random_hex(id, 8);
-        xml_set_attr(srv->arena, iq, "type", "set");
-        xml_set_attr(srv->arena, iq, "id", id);
-        xml_set_attr(srv->arena, iq, "to", s->full_jid);
-        xml_set_attr(srv->arena, item, "jid", bare);
-        xml_set_attr(srv->arena, item, "subscription", subscription);
-        session_send_node(s, iq);
-    }
+    for (size_t i = 0; i < srv->nbuckets; i++)
+        for (account *a = srv->buckets[i]; a; a = a->hnext)
+            for (session *s = a->sessions; s; s = s->acct_next)
+                if (s->roster_requested && strcmp(a->local, local) != 0) roster_push_one(srv, s, bare, subscription);
+}
+
+static void roster_push_one(server *srv, session *s, const char *bare, const char *subscription) {
+    xml_arena_reset(srv->arena);
+    xml_node *iq = xml_node_new(srv->arena, "iq", XML_NS_CLIENT);
+    xml_node *q = iq ? xml_add_child(srv->arena, iq, "query", NS_ROSTER) : NULL;
+    xml_node *item = q ? xml_add_child(srv->arena, q, "item", NULL) : NULL;
+    if (!item) return;
+    char id[17];
+    random_hex(id, 8);
+    xml_set_attr(srv->arena, iq, "type", "set");
+    xml_set_attr(srv->arena, iq, "id", id);
+    xml_set_attr(srv->arena, iq, "to", s->full_jid);
+    xml_set_attr(srv->arena, item, "jid", bare);
+    xml_set_attr(srv->arena, item, "subscription", subscription);
+    session_send_node(s, iq);
 }
 
 /* both lists sorted: what is only in `before` was removed, what is only in `after` was added */
@@ -626,6 +633,18 @@ static void roster_push_changes(server *srv, const name_list *before, const name
     }
 }
 
+static long sessions_end_detached(server *srv, const char *local, const char *resource);
+
+/* detached sessions of deleted accounts: they have no stream for a stream error to end them */
+static void sessions_end_deleted(server *srv) {
+    name_list gone = {0};
+    for (size_t i = 0; i < srv->nbuckets; i++)
+        for (account *a = srv->buckets[i]; a; a = a->hnext)
+            if (!auth_user_exists(srv->store, a->local)) name_list_add(&gone, a->local);
+    for (size_t i = 0; i < gone.n; i++) sessions_end_detached(srv, gone.v[i], NULL);
+    name_list_free(&gone);
+}
+
 /* ---- accounts changed by another process (adduser, passwd, deluser, import) ----
  * The file is read again when it changed: before each login, and as soon as inotify says it was replaced,
  * so that a deleted account's sessions end at once. A file that does not load keeps the old accounts. */
@@ -634,17 +653,16 @@ static void accounts_refresh(server *srv) {
     char err[256];
     name_list before = {0}, after = {0};
     if (!auth_store_changed(srv->store)) return;    /* a stat: the common case at every login */
-    int pushes = srv->cfg->roster_shared && srv->sessions;
+    int pushes = srv->cfg->roster_shared && srv->naccounts;
     if (pushes) name_list_sorted(srv, &before);
     int r = auth_store_refresh(srv->store, err, sizeof err);
     if (r < 0) log_err("%s: the accounts loaded before stay in use", err);
     if (r > 0) {
         log_info("accounts reloaded: %zu accounts", auth_store_count(srv->store));
-        for (session *s = srv->sessions, *next; s; s = next) {
-            next = s->next;
+        for (stream *s = srv->streams; s; s = s->next)
             if (s->user && !auth_user_exists(srv->store, s->user))
-                session_stream_error(s, "not-authorized", "the account was deleted");
-        }
+                stream_error(s, "not-authorized", "the account was deleted");
+        sessions_end_deleted(srv);
         if (pushes) name_list_sorted(srv, &after);
         if (pushes && !before.oom && !after.oom) roster_push_changes(srv, &before, &after);
     }
@@ -681,27 +699,27 @@ static void accounts_watch_start(server *srv) {
     }
 }
 
-static void sasl_failure(session *s, const char *condition) {
+static void sasl_failure(stream *s, const char *condition) {
     xml_buf *b = &s->srv->out;
     xml_buf_reset(b);
     xml_buf_printf(b, "<failure xmlns='" NS_SASL "'><%s/></failure>", condition);
-    if (!b->oom) session_write(s, b->data, b->len);
+    if (!b->oom) stream_write(s, b->data, b->len);
     auth_sasl_free(s->sasl);
     s->sasl = NULL;
-    log_info("%s authentication failed: %s", session_name(s), condition);
+    log_info("%s authentication failed: %s", stream_name(s), condition);
     if (!strcmp(condition, "not-authorized")) auth_note_failure(s->srv, net_conn_peer(s->conn));
     if (++s->sasl_failures >= s->srv->cfg->sasl_max_attempts)
-        session_stream_error(s, "policy-violation", "too many failed authentication attempts");
+        stream_error(s, "policy-violation", "too many failed authentication attempts");
 }
 
-static int sasl_step(session *s, const char *data) {
+static int sasl_step(stream *s, const char *data) {
     char out[1024];
     int r = auth_sasl_step(s->sasl, data, out, sizeof out);
     if (r == AUTH_CONTINUE) {
         xml_buf *b = &s->srv->out;
         xml_buf_reset(b);
         xml_buf_printf(b, "<challenge xmlns='" NS_SASL "'>%s</challenge>", out);
-        if (!b->oom) session_write(s, b->data, b->len);
+        if (!b->oom) stream_write(s, b->data, b->len);
         return 0;
     }
     if (r == AUTH_FAILURE) {
@@ -718,7 +736,7 @@ static int sasl_step(session *s, const char *data) {
     auth_sasl_free(s->sasl);
     s->sasl = NULL;
     if (!s->user) {
-        session_stream_error(s, "internal-server-error", NULL);
+        stream_error(s, "internal-server-error", NULL);
         return 1;
     }
     s->authed = 1;
@@ -726,14 +744,14 @@ static int sasl_step(session *s, const char *data) {
     xml_buf_reset(b);
     if (out[0]) xml_buf_printf(b, "<success xmlns='" NS_SASL "'>%s</success>", out);
     else xml_buf_puts(b, "<success xmlns='" NS_SASL "'/>");
-    if (!b->oom) session_write(s, b->data, b->len);
-    log_info("%s logged in", session_name(s));
-    return session_restart(s);
+    if (!b->oom) stream_write(s, b->data, b->len);
+    log_info("%s logged in", stream_name(s));
+    return stream_restart(s);
 }
 
-static int handle_sasl(session *s, const xml_node *n) {
+static int handle_sasl(stream *s, const xml_node *n) {
     if (s->authed) {
-        session_stream_error(s, "policy-violation", "already authenticated");
+        stream_error(s, "policy-violation", "already authenticated");
         return 1;
     }
     if (!strcmp(n->name, "auth")) {
@@ -768,7 +786,7 @@ static int handle_sasl(session *s, const xml_node *n) {
         sasl_failure(s, "aborted");
         return s->state == ST_CLOSED;
     }
-    session_stream_error(s, "unsupported-stanza-type", NULL);
+    stream_error(s, "unsupported-stanza-type", NULL);
     return 1;
 }
 
@@ -778,17 +796,54 @@ static void random_resource(char *out, size_t n) {
     snprintf(out, n, "couplet-%s", hex);
 }
 
-static void session_unbind(session *s);
+/* An answer on a stream before it has a session (binding): written to the stream itself, to nobody. */
+static void stream_send_error(stream *s, const xml_node *st, const char *type, const char *condition) {
+    xml_node *r = stanza_error_new(s->srv->arena, st, type, condition, NULL, NULL);
+    if (!r) return;
+    xml_set_attr(s->srv->arena, r, "to", NULL);
+    xml_buf_reset(&s->srv->out);
+    xml_serialize(&s->srv->out, r, XML_NS_CLIENT);
+    if (!s->srv->out.oom) stream_write(s, s->srv->out.data, s->srv->out.len);
+}
+
+static void session_end(session *ss);
+
+/* the session that had this resource goes: an attached one with its stream (conflict), a detached one alone */
+static void session_replace(session *old) {
+    if (old->st) stream_error(old->st, "conflict", "replaced by a new session");
+    else session_end(old);
+}
+
+static session *session_new(stream *s, account *a, const char *res) {
+    server *srv = s->srv;
+    session *ss = calloc(1, sizeof *ss);
+    size_t len = strlen(s->user) + strlen(srv->cfg->domain) + strlen(res) + 3;
+    char *full = malloc(len);
+    if (!ss || !full) {
+        free(ss);
+        free(full);
+        return NULL;
+    }
+    snprintf(full, len, "%s@%s/%s", s->user, srv->cfg->domain, res);
+    ss->srv = srv;
+    ss->full_jid = full;
+    ss->st = s;
+    ss->acct = a;
+    ss->acct_next = a->sessions;
+    a->sessions = ss;
+    s->sess = ss;
+    return ss;
+}
 
 /* Resource binding (RFC 6120 §7). A second session with the same full JID replaces the first. */
-static int handle_bind(session *s, const xml_node *iq, const xml_node *bind) {
+static int handle_bind(stream *s, const xml_node *iq, const xml_node *bind) {
     server *srv = s->srv;
     char res[JID_PART_MAX + 1];
     const xml_node *rn = xml_child(bind, "resource", NS_BIND);
     const char *want = rn ? xml_text(rn) : "";
     if (want[0]) {
         if (!jid_resource_valid(want) || strlen(want) > JID_PART_MAX) {
-            send_stanza_error(s, iq, "modify", "bad-request");
+            stream_send_error(s, iq, "modify", "bad-request");
             return 0;
         }
         snprintf(res, sizeof res, "%s", want);
@@ -797,46 +852,48 @@ static int handle_bind(session *s, const xml_node *iq, const xml_node *bind) {
     }
     /* the replaced session leaves first: its going may free the account entry */
     session *old = account_session(account_find(srv, s->user), res);
-    if (old) session_stream_error(old, "conflict", "replaced by a new session");
+    if (old) session_replace(old);
     account *a = account_get(srv, s->user);
     if (!a) {
-        send_stanza_error(s, iq, "wait", "resource-constraint");
+        stream_send_error(s, iq, "wait", "resource-constraint");
         return 0;
     }
     if ((int)account_session_count(a) >= srv->cfg->max_sessions_per_account) {
-        send_stanza_error(s, iq, "wait", "resource-constraint");
-        account_drop_if_empty(srv, a);
+        stream_send_error(s, iq, "wait", "resource-constraint");
+        account_drop_if_idle(srv, a);
         return 0;
     }
-    size_t len = strlen(s->user) + strlen(srv->cfg->domain) + strlen(res) + 3;
-    s->full_jid = malloc(len);
-    if (!s->full_jid) {
-        account_drop_if_empty(srv, a);
-        session_stream_error(s, "internal-server-error", NULL);
+    if (!session_new(s, a, res)) {
+        account_drop_if_idle(srv, a);
+        stream_error(s, "internal-server-error", NULL);
         return 1;
     }
-    snprintf(s->full_jid, len, "%s@%s/%s", s->user, srv->cfg->domain, res);
-    s->acct = a;
-    s->acct_next = a->sessions;
-    a->sessions = s;
     s->state = ST_ACTIVE;
-    xml_node *r = iq_result(s, iq);
+    xml_node *r = iq_result_new(srv->arena, iq);
     if (r) {
         xml_node *b = xml_add_child(srv->arena, r, "bind", NS_BIND);
-        if (b) xml_add_child_text(srv->arena, b, "jid", NS_BIND, s->full_jid);
+        if (b) xml_add_child_text(srv->arena, b, "jid", NS_BIND, s->sess->full_jid);
         xml_set_attr(srv->arena, r, "from", NULL);
-        session_send_node(s, r);
+        xml_set_attr(srv->arena, r, "to", s->sess->full_jid);
+        session_send_node(s->sess, r);
     }
     /* the handshake is over: from now on the timer watches for idleness */
     net_conn_set_timer(s->conn, srv->cfg->idle_timeout);
-    log_info("%s bound", session_name(s));
+    log_info("%s bound", stream_name(s));
     return 0;
 }
 
 /* ---------------------------------------------------------------------------------------------------- */
-/* routing (RFC 6121 §§8, 4 without a roster)                                                           */
+/* the local domain: delivery to accounts and sessions (RFC 6121 §8, §4 without stored rosters)         */
 
-static void route_stanza(session *s, xml_node *st);
+static void bounce_text(server *srv, const xml_node *st, const char *type, const char *condition,
+                        const char *text) {
+    router_bounce(srv->router, st, type, condition, text);
+}
+
+static void bounce(server *srv, const xml_node *st, const char *type, const char *condition) {
+    router_bounce(srv->router, st, type, condition, NULL);
+}
 
 /* Available sessions with the highest non-negative priority (RFC 6121 §8.5.2.1.1). */
 static int account_best_priority(const account *a) {
@@ -847,43 +904,57 @@ static int account_best_priority(const account *a) {
 }
 
 /* chat and normal go to the best sessions; headline to every available one (RFC 6121 §8.5.2.1) */
-static int deliver_to_bare(server *srv, account *a, const xml_node *st) {
+static int deliver_to_bare(account *a, const xml_node *st) {
     int best = account_best_priority(a), n = 0, all = !strcmp(stanza_type(st), "headline");
     if (best < 0) return 0;
     for (session *t = a->sessions; t; t = t->acct_next)
-        if (t->available && t->priority >= 0 && (all || t->priority == best)) {
-            session_send_node(t, st);
+        if (t->available && t->priority >= 0 && (all || t->priority == best) && session_send_node(t, st) == 0)
             n++;
-        }
     return n;
 }
 
-static void route_message_to_user(session *s, xml_node *st, const jid *to) {
-    server *srv = s->srv;
+static void local_message_to_user(server *srv, xml_node *st, const jid *to) {
     const char *type = stanza_type(st);
     account *a = account_find(srv, to->local);
     if (to->resource[0]) {
         session *t = account_session(a, to->resource);
         if (t) {
-            session_send_node(t, st);
+            /* a detached session that holds no more: as if the resource were gone */
+            if (session_send_node(t, st) < 0 && strcmp(type, "error") != 0)
+                bounce(srv, st, "cancel", "service-unavailable");
             return;
         }
         /* RFC 6121 §8.5.3.2.1: no such resource; groupchat bounces, headline is dropped,
          * chat and normal fall back to the bare JID. */
         if (!strcmp(type, "groupchat")) {
-            send_stanza_error(s, st, "cancel", "service-unavailable");
+            bounce(srv, st, "cancel", "service-unavailable");
             return;
         }
         if (!strcmp(type, "headline") || !strcmp(type, "error")) return;
     }
     if (!strcmp(type, "error")) return;
     if (!strcmp(type, "groupchat")) {
-        send_stanza_error(s, st, "cancel", "service-unavailable");
+        bounce(srv, st, "cancel", "service-unavailable");
         return;
     }
-    if (deliver_to_bare(srv, a, st) > 0 || !strcmp(type, "headline")) return;
+    if (deliver_to_bare(a, st) > 0 || !strcmp(type, "headline")) return;
     /* no offline storage: the sender learns the message was not delivered */
-    send_stanza_error(s, st, "cancel", "service-unavailable");
+    bounce(srv, st, "cancel", "service-unavailable");
+}
+
+static void local_message(server *srv, xml_node *st, const jid *to) {
+    if (!to) {
+        /* RFC 6121 §8.1.1.1: no 'to' means the sender's own bare JID */
+        jid from;
+        if (jid_parse(xml_attr_get(st, "from"), &from) == 0) deliver_to_bare(account_find(srv, from.local), st);
+        return;
+    }
+    if (!to->local[0]) return;      /* a message to the server itself: nothing to do */
+    if (!auth_user_exists(srv->store, to->local)) {
+        bounce(srv, st, "cancel", "service-unavailable");
+        return;
+    }
+    local_message_to_user(srv, st, to);
 }
 
 /* RFC 6121 §4.7.1: the types a presence may have; any other is bad-request */
@@ -986,17 +1057,16 @@ static void presence_answer_probe(session *s, const jid *to) {
 
 /* Subscription requests get an answer a client can show (RFC 6121 §3.1.3), never silence: with a shared
  * roster the contact is already subscribed both ways, so the server approves on its behalf; without
- * rosters nothing can be subscribed to. */
+ * rosters nothing can be subscribed to. This is the sender's server's outbound processing (§3.1.2). */
 static void presence_subscription(session *s, xml_node *st, const jid *to, const char *type) {
     server *srv = s->srv;
     if (!srv->cfg->roster_shared) {
         if (!strcmp(type, "subscribe"))
-            send_stanza_error_text(s, st, "cancel", "feature-not-implemented",
-                                   "this server keeps no rosters (roster = empty): presence subscriptions "
-                                   "are not available");
+            bounce_text(srv, st, "cancel", "feature-not-implemented",
+                        "this server keeps no rosters (roster = empty): presence subscriptions are not available");
         return;
     }
-    int known = auth_user_exists(srv->store, to->local) && strcmp(to->local, s->user) != 0;
+    int known = auth_user_exists(srv->store, to->local) && strcmp(to->local, s->acct->local) != 0;
     if (!strcmp(type, "probe")) {
         if (known) presence_answer_probe(s, to);
         else presence_from_contact(s, to->local, "unsubscribed");
@@ -1005,6 +1075,20 @@ static void presence_subscription(session *s, xml_node *st, const jid *to, const
         if (known) presence_answer_probe(s, to);
     }
     /* subscribed, unsubscribe, unsubscribed: the shared roster does not change, nothing to do */
+}
+
+/* Presence that reached the local domain with a 'to': delivered to the addressee's sessions. */
+static void local_presence_to_user(server *srv, xml_node *st, const jid *to) {
+    if (!to->local[0]) return;     /* presence to the server itself has nothing to do */
+    if (!auth_user_exists(srv->store, to->local)) return;  /* nobody there to tell */
+    account *a = account_find(srv, to->local);
+    if (to->resource[0]) {
+        session *t = account_session(a, to->resource);
+        if (t) session_send_node(t, st);
+        return;
+    }
+    for (session *t = a ? a->sessions : NULL; t; t = t->acct_next)
+        if (t->available) session_send_node(t, st);
 }
 
 /* Remember a JID we owe 'unavailable' (normalised, so Room@ and room@ are one). The list is bounded: a
@@ -1034,39 +1118,6 @@ static void directed_forget(session *s, const char *to) {
         }
 }
 
-/* Presence the client addressed to someone: delivered, and remembered so that the recipient is told
- * 'unavailable' when this session ends (RFC 6121 §4.6). */
-static void route_presence_directed(session *s, xml_node *st, const jid *to) {
-    server *srv = s->srv;
-    const char *type = stanza_type(st);
-    int avail = !type[0], unavail = !strcmp(type, "unavailable");
-    int muc = !strcmp(to->domain, srv->cfg->muc_domain);
-    char norm[3 * (JID_PART_MAX + 1)];
-    if (jid_full(to, norm, sizeof norm) < 0) return;
-    if (!muc && !avail && !unavail && strcmp(type, "error") != 0) {
-        presence_subscription(s, st, to, type);
-        return;
-    }
-    if (!muc && !auth_user_exists(srv->store, to->local)) return;  /* nobody there to tell */
-    if (avail && directed_remember(s, norm) < 0) {
-        send_stanza_error(s, st, "wait", "resource-constraint");
-        return;
-    }
-    if (unavail) directed_forget(s, norm);
-    if (muc) {
-        muc_handle_stanza(srv->muc, st);
-        return;
-    }
-    account *a = account_find(srv, to->local);
-    if (to->resource[0]) {
-        session *t = account_session(a, to->resource);
-        if (t) session_send_node(t, st);
-        return;
-    }
-    for (session *t = a ? a->sessions : NULL; t; t = t->acct_next)
-        if (t->available) session_send_node(t, st);
-}
-
 static void presence_reflect(session *s, const xml_node *st) {
     for (session *t = s->acct->sessions; t; t = t->acct_next)
         if (t->available || t == s) session_send_node(t, st);
@@ -1082,13 +1133,14 @@ static void send_unavailable_to_directed(session *s) {
             xml_set_attr(srv->arena, p, "type", "unavailable");
             xml_set_attr(srv->arena, p, "from", s->full_jid);
             xml_set_attr(srv->arena, p, "to", d->jid);
-            route_stanza(s, p);
+            router_route(srv->router, p);
         }
         free(d);
     }
 }
 
-static void route_presence_broadcast(session *s, xml_node *st) {
+/* Presence without 'to': the session's availability, told to its account and its contacts (RFC 6121 §4.2). */
+static void presence_broadcast(session *s, xml_node *st) {
     const char *type = stanza_type(st);
     if (!type[0]) {
         const xml_node *pr = xml_child(st, "priority", XML_NS_CLIENT);
@@ -1109,212 +1161,203 @@ static void route_presence_broadcast(session *s, xml_node *st) {
     /* other types without 'to' (subscriptions, probes) are addressed to nobody */
 }
 
+static void local_presence(server *srv, xml_node *st, const jid *to) {
+    if (to) {
+        local_presence_to_user(srv, st, to);
+        return;
+    }
+    jid from;
+    session *s = jid_parse(xml_attr_get(st, "from"), &from) == 0 ? session_find(srv, &from) : NULL;
+    if (s) presence_broadcast(s, st);
+}
+
 /* ---- the server's own IQs, and those it answers for an account: one table each ----
  * disco#info is generated from the same table that dispatches, so nothing is answered without being
  * advertised, or advertised without being answered. */
 
-enum { IQ_GET = 1, IQ_SET = 2 };
-
-typedef void (*iq_handler)(session *s, const xml_node *iq, const xml_node *q, const jid *to);
+typedef struct iq_ctx {
+    server *srv;
+    const xml_node *iq, *q;
+    const jid *to;              /* the account or the server asked */
+    const jid *from;            /* the requester */
+} iq_ctx;
 
 typedef struct iq_route {
-    const char *ns, *name;      /* the payload */
-    unsigned char types;        /* IQ_GET | IQ_SET */
+    iq_key key;
     unsigned char own_only;     /* only for the account itself, not for other users asking about it */
-    iq_handler handle;
-    const char *feature;        /* advertised in disco#info (NULL: a stream feature, not a disco one) */
+    void (*handle)(const iq_ctx *c);
 } iq_route;
 
-static void add_feature(server *srv, xml_node *q, const char *var) {
-    xml_node *f = xml_add_child(srv->arena, q, "feature", NULL);
-    if (f) xml_set_attr(srv->arena, f, "var", var);
-}
-
-static void add_identity(server *srv, xml_node *q, const char *category, const char *type, const char *name) {
-    xml_node *id = xml_add_child(srv->arena, q, "identity", NULL);
-    if (!id) return;
-    xml_set_attr(srv->arena, id, "category", category);
-    xml_set_attr(srv->arena, id, "type", type);
-    if (name) xml_set_attr(srv->arena, id, "name", name);
-}
-
-static xml_node *iq_result_query(session *s, const xml_node *iq, const char *name, const char *ns) {
-    xml_node *r = iq_result(s, iq);
-    return r ? xml_add_child(s->srv->arena, r, name, ns) : NULL;
-}
-
-static void send_result(session *s, xml_node *child_or_iq) {
+/* a reply goes to the requester the way any stanza does: through the router */
+static void iq_reply(const iq_ctx *c, xml_node *child_or_iq) {
     xml_node *root = child_or_iq;
     while (root && root->parent) root = root->parent;
-    if (root) session_send_node(s, root);
+    if (root) router_route(c->srv->router, root);
 }
 
-static const iq_route *iq_route_find(const iq_route *table, const xml_node *iq, const xml_node *q) {
-    unsigned type = !strcmp(stanza_type(iq), "get") ? IQ_GET : IQ_SET;
-    for (const iq_route *r = table; r->ns; r++)
-        if ((r->types & type) && !strcmp(q->ns, r->ns) && !strcmp(q->name, r->name)) return r;
-    return NULL;
+static xml_node *iq_result_query(const iq_ctx *c, const char *name, const char *ns) {
+    xml_node *r = iq_result_new(c->srv->arena, c->iq);
+    return r ? xml_add_child(c->srv->arena, r, name, ns) : NULL;
 }
 
 /* disco#info from a table: the identity, then each row's feature once, in table order */
-static void disco_info_from(session *s, const xml_node *iq, const iq_route *table, const char *category,
-                            const char *type, const char *name) {
-    server *srv = s->srv;
-    xml_node *r = iq_result_query(s, iq, "query", NS_DISCO_INFO);
+static void disco_info_from(const iq_ctx *c, const iq_route *table, const char *category, const char *type,
+                            const char *name) {
+    xml_node *r = iq_result_query(c, "query", NS_DISCO_INFO);
     if (!r) return;
-    add_identity(srv, r, category, type, name);
-    for (const iq_route *row = table; row->ns; row++) {
-        int dup = 0;
-        for (const iq_route *before = table; before < row && !dup; before++)
-            dup = before->feature && row->feature && !strcmp(before->feature, row->feature);
-        if (row->feature && !dup) add_feature(srv, r, row->feature);
-    }
-    send_result(s, r);
+    disco_add_identity(c->srv->arena, r, category, type, name);
+    disco_add_table_features(c->srv->arena, r, table, sizeof *table);
+    iq_reply(c, r);
 }
 
-static void iq_ping(session *s, const xml_node *iq, const xml_node *q, const jid *to) {
-    send_result(s, iq_result(s, iq));
+static void iq_ping(const iq_ctx *c) {
+    iq_reply(c, iq_result_new(c->srv->arena, c->iq));
 }
 
 /* we publish no nodes, so a query naming one is item-not-found (XEP-0030 §3.1) */
-static int disco_node_refused(session *s, const xml_node *iq, const xml_node *q) {
-    if (!xml_attr_get(q, "node")) return 0;
-    send_stanza_error(s, iq, "cancel", "item-not-found");
+static int disco_node_refused(const iq_ctx *c) {
+    if (!xml_attr_get(c->q, "node")) return 0;
+    bounce(c->srv, c->iq, "cancel", "item-not-found");
     return 1;
 }
 
 static const iq_route server_iqs[];
 static const iq_route account_iqs[];
 
-static void iq_server_disco_info(session *s, const xml_node *iq, const xml_node *q, const jid *to) {
-    if (!disco_node_refused(s, iq, q)) disco_info_from(s, iq, server_iqs, "server", "im", "Couplet");
+static void iq_server_disco_info(const iq_ctx *c) {
+    if (!disco_node_refused(c)) disco_info_from(c, server_iqs, "server", "im", "Couplet");
 }
 
-static void iq_server_disco_items(session *s, const xml_node *iq, const xml_node *q, const jid *to) {
-    server *srv = s->srv;
-    if (disco_node_refused(s, iq, q)) return;
-    xml_node *r = iq_result_query(s, iq, "query", NS_DISCO_ITEMS);
+static void iq_server_disco_items(const iq_ctx *c) {
+    server *srv = c->srv;
+    if (disco_node_refused(c)) return;
+    xml_node *r = iq_result_query(c, "query", NS_DISCO_ITEMS);
     if (!r) return;
     xml_node *item = xml_add_child(srv->arena, r, "item", NULL);
     if (item) {
         xml_set_attr(srv->arena, item, "jid", srv->cfg->muc_domain);
         xml_set_attr(srv->arena, item, "name", "Chatrooms");
     }
-    send_result(s, r);
+    iq_reply(c, r);
 }
 
-static void iq_server_version(session *s, const xml_node *iq, const xml_node *q, const jid *to) {
-    xml_node *r = iq_result_query(s, iq, "query", NS_VERSION);
+static void iq_server_version(const iq_ctx *c) {
+    xml_node *r = iq_result_query(c, "query", NS_VERSION);
     if (!r) return;
-    xml_add_child_text(s->srv->arena, r, "name", NULL, "Couplet");
-    xml_add_child_text(s->srv->arena, r, "version", NULL, COUPLET_VERSION);
-    send_result(s, r);
+    xml_add_child_text(c->srv->arena, r, "name", NULL, "Couplet");
+    xml_add_child_text(c->srv->arena, r, "version", NULL, COUPLET_VERSION);
+    iq_reply(c, r);
 }
 
-static void iq_server_time(session *s, const xml_node *iq, const xml_node *q, const jid *to) {
+static void iq_server_time(const iq_ctx *c) {
     char utc[32];
     time_t now = time(NULL);
     struct tm tm;
     gmtime_r(&now, &tm);
     strftime(utc, sizeof utc, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    xml_node *r = iq_result_query(s, iq, "time", NS_TIME);
+    xml_node *r = iq_result_query(c, "time", NS_TIME);
     if (!r) return;
-    xml_add_child_text(s->srv->arena, r, "tzo", NULL, "+00:00");
-    xml_add_child_text(s->srv->arena, r, "utc", NULL, utc);
-    send_result(s, r);
+    xml_add_child_text(c->srv->arena, r, "tzo", NULL, "+00:00");
+    xml_add_child_text(c->srv->arena, r, "utc", NULL, utc);
+    iq_reply(c, r);
 }
 
-static void iq_server_uptime(session *s, const xml_node *iq, const xml_node *q, const jid *to) {
+static void iq_server_uptime(const iq_ctx *c) {
     char secs[32];
-    snprintf(secs, sizeof secs, "%lld", (long long)(time(NULL) - s->srv->started));
-    xml_node *r = iq_result_query(s, iq, "query", NS_LAST);
+    snprintf(secs, sizeof secs, "%lld", (long long)(time(NULL) - c->srv->started));
+    xml_node *r = iq_result_query(c, "query", NS_LAST);
     if (!r) return;
-    xml_set_attr(s->srv->arena, r, "seconds", secs);
-    send_result(s, r);
+    xml_set_attr(c->srv->arena, r, "seconds", secs);
+    iq_reply(c, r);
 }
 
 /* ---- the roster (RFC 6121 §2) without storage: empty, or every account of the domain ---- */
 
+typedef struct roster_walk {
+    const iq_ctx *c;
+    xml_node *q;
+} roster_walk;
+
 static void roster_add_item(void *ud, const char *local) {
-    session *s = ((void **)ud)[0];
-    xml_node *q = ((void **)ud)[1];
-    server *srv = s->srv;
-    if (!strcmp(local, s->user)) return;
+    roster_walk *w = ud;
+    server *srv = w->c->srv;
+    if (!strcmp(local, w->c->from->local)) return;
     char bare[2 * (JID_PART_MAX + 1)];
     snprintf(bare, sizeof bare, "%s@%s", local, srv->cfg->domain);
-    xml_node *item = xml_add_child(srv->arena, q, "item", NULL);
+    xml_node *item = xml_add_child(srv->arena, w->q, "item", NULL);
     if (!item) return;
     xml_set_attr(srv->arena, item, "jid", bare);
     xml_set_attr(srv->arena, item, "subscription", "both");
 }
 
-static void roster_get(session *s, const xml_node *iq) {
-    xml_node *q = iq_result_query(s, iq, "query", NS_ROSTER);
+static void roster_get(const iq_ctx *c) {
+    xml_node *q = iq_result_query(c, "query", NS_ROSTER);
     if (!q) return;
-    if (s->srv->cfg->roster_shared) {
-        void *ud[2] = {s, q};
-        auth_user_foreach(s->srv->store, roster_add_item, ud);
+    if (c->srv->cfg->roster_shared) {
+        roster_walk w = {c, q};
+        auth_user_foreach(c->srv->store, roster_add_item, &w);
     }
-    s->roster_requested = 1;
-    send_result(s, q);
+    session *s = session_find(c->srv, c->from);
+    if (s) s->roster_requested = 1;
+    iq_reply(c, q);
 }
 
 /* A roster set can only agree with what the server computes: nothing is stored per user. */
-static void roster_set(session *s, const xml_node *iq, const xml_node *q) {
-    server *srv = s->srv;
-    const xml_node *item = xml_child(q, "item", NS_ROSTER);
+static void roster_set(const iq_ctx *c) {
+    server *srv = c->srv;
+    const xml_node *item = xml_child(c->q, "item", NS_ROSTER);
     if (!item || xml_next_child(item, "item", NS_ROSTER) || !xml_attr_get(item, "jid")) {
-        send_stanza_error(s, iq, "modify", "bad-request");   /* RFC 6121 §2.3.3: exactly one item */
+        bounce(srv, c->iq, "modify", "bad-request");   /* RFC 6121 §2.3.3: exactly one item */
         return;
     }
     if (!srv->cfg->roster_shared) {
-        send_stanza_error_text(s, iq, "cancel", "not-allowed",
-                               "this server keeps no rosters (roster = empty): contacts cannot be added");
+        bounce_text(srv, c->iq, "cancel", "not-allowed",
+                    "this server keeps no rosters (roster = empty): contacts cannot be added");
         return;
     }
-    jid c;
+    jid contact;
     const char *sub = xml_attr_get(item, "subscription");
-    int known = jid_parse(xml_attr_get(item, "jid"), &c) == 0 && !c.resource[0] &&
-                !strcmp(c.domain, srv->cfg->domain) && strcmp(c.local, s->user) != 0 &&
-                auth_user_exists(srv->store, c.local);
+    int known = jid_parse(xml_attr_get(item, "jid"), &contact) == 0 && !contact.resource[0] &&
+                !strcmp(contact.domain, srv->cfg->domain) && strcmp(contact.local, c->from->local) != 0 &&
+                auth_user_exists(srv->store, contact.local);
     if (sub && !strcmp(sub, "remove"))
-        send_stanza_error_text(s, iq, "cancel", "not-allowed",
-                               "contacts are shared by the server (roster = shared) and cannot be removed");
+        bounce_text(srv, c->iq, "cancel", "not-allowed",
+                    "contacts are shared by the server (roster = shared) and cannot be removed");
     else if (!known)
-        send_stanza_error_text(s, iq, "cancel", "not-allowed",
-                               "with roster = shared every account of this server is a contact, and only they");
+        bounce_text(srv, c->iq, "cancel", "not-allowed",
+                    "with roster = shared every account of this server is a contact, and only they");
     else
-        send_result(s, iq_result(s, iq));   /* already there, as both: nothing changes */
+        iq_reply(c, iq_result_new(srv->arena, c->iq));   /* already there, as both: nothing changes */
 }
 
-static void iq_roster(session *s, const xml_node *iq, const xml_node *q, const jid *to) {
-    if (!strcmp(stanza_type(iq), "get")) roster_get(s, iq);
-    else roster_set(s, iq, q);
+static void iq_roster(const iq_ctx *c) {
+    if (!strcmp(stanza_type(c->iq), "get")) roster_get(c);
+    else roster_set(c);
 }
 
-static void iq_session(session *s, const xml_node *iq, const xml_node *q, const jid *to) {
-    send_result(s, iq_result(s, iq));   /* legacy session establishment: nothing to do (RFC 6121 §C) */
+static void iq_session(const iq_ctx *c) {
+    iq_reply(c, iq_result_new(c->srv->arena, c->iq));   /* legacy session establishment (RFC 6121 §C) */
 }
 
-static void iq_account_disco_info(session *s, const xml_node *iq, const xml_node *q, const jid *to) {
-    if (!disco_node_refused(s, iq, q)) disco_info_from(s, iq, account_iqs, "account", "registered", NULL);
+static void iq_account_disco_info(const iq_ctx *c) {
+    if (!disco_node_refused(c)) disco_info_from(c, account_iqs, "account", "registered", NULL);
 }
 
-static void iq_account_disco_items(session *s, const xml_node *iq, const xml_node *q, const jid *to) {
-    if (!disco_node_refused(s, iq, q)) send_result(s, iq_result_query(s, iq, "query", NS_DISCO_ITEMS));
+static void iq_account_disco_items(const iq_ctx *c) {
+    if (!disco_node_refused(c)) iq_reply(c, iq_result_query(c, "query", NS_DISCO_ITEMS));
 }
 
 /* IQs to the server's domain */
 static const iq_route server_iqs[] = {
-    {NS_DISCO_INFO, "query", IQ_GET, 0, iq_server_disco_info, NS_DISCO_INFO},
-    {NS_DISCO_ITEMS, "query", IQ_GET, 0, iq_server_disco_items, NS_DISCO_ITEMS},
-    {NS_PING, "ping", IQ_GET, 0, iq_ping, NS_PING},
-    {NS_VERSION, "query", IQ_GET, 0, iq_server_version, NS_VERSION},
-    {NS_TIME, "time", IQ_GET, 0, iq_server_time, NS_TIME},
-    {NS_LAST, "query", IQ_GET, 0, iq_server_uptime, NS_LAST},
-    {NS_ROSTER, "query", IQ_GET | IQ_SET, 0, iq_roster, NS_ROSTER},
-    {NS_SESSION, "session", IQ_GET | IQ_SET, 0, iq_session, NULL},
-    {NULL, NULL, 0, 0, NULL, NULL},
+    {{NS_DISCO_INFO, "query", IQ_GET, NS_DISCO_INFO}, 0, iq_server_disco_info},
+    {{NS_DISCO_ITEMS, "query", IQ_GET, NS_DISCO_ITEMS}, 0, iq_server_disco_items},
+    {{NS_PING, "ping", IQ_GET, NS_PING}, 0, iq_ping},
+    {{NS_VERSION, "query", IQ_GET, NS_VERSION}, 0, iq_server_version},
+    {{NS_TIME, "time", IQ_GET, NS_TIME}, 0, iq_server_time},
+    {{NS_LAST, "query", IQ_GET, NS_LAST}, 0, iq_server_uptime},
+    {{NS_ROSTER, "query", IQ_GET | IQ_SET, NS_ROSTER}, 0, iq_roster},
+    {{NS_SESSION, "session", IQ_GET | IQ_SET, NULL}, 0, iq_session},
+    {{NULL, NULL, 0, NULL}, 0, NULL},
 };
 
 /* IQs to an account's bare JID (or without 'to': the sender's own), answered by the server on the
@@ -1322,126 +1365,139 @@ static const iq_route server_iqs[] = {
  * storage, bookmarks, blocking, carbons, PEP, MAM) is a service this server does not offer:
  * service-unavailable, the answer each of those XEPs gives for a server without it. */
 static const iq_route account_iqs[] = {
-    {NS_ROSTER, "query", IQ_GET | IQ_SET, 1, iq_roster, NULL},
-    {NS_SESSION, "session", IQ_GET | IQ_SET, 1, iq_session, NULL},
-    {NS_DISCO_INFO, "query", IQ_GET, 0, iq_account_disco_info, NS_DISCO_INFO},
-    {NS_DISCO_ITEMS, "query", IQ_GET, 0, iq_account_disco_items, NS_DISCO_ITEMS},
-    {NS_PING, "ping", IQ_GET, 0, iq_ping, NS_PING},
-    {NULL, NULL, 0, 0, NULL, NULL},
+    {{NS_ROSTER, "query", IQ_GET | IQ_SET, NULL}, 1, iq_roster},
+    {{NS_SESSION, "session", IQ_GET | IQ_SET, NULL}, 1, iq_session},
+    {{NS_DISCO_INFO, "query", IQ_GET, NS_DISCO_INFO}, 0, iq_account_disco_info},
+    {{NS_DISCO_ITEMS, "query", IQ_GET, NS_DISCO_ITEMS}, 0, iq_account_disco_items},
+    {{NS_PING, "ping", IQ_GET, NS_PING}, 0, iq_ping},
+    {{NULL, NULL, 0, NULL}, 0, NULL},
 };
 
-static void iq_dispatch(session *s, const iq_route *table, const xml_node *iq, const xml_node *q, const jid *to) {
-    const iq_route *r = iq_route_find(table, iq, q);
-    if (r && r->own_only && (!to->local[0] || strcmp(to->local, s->user) != 0))
-        send_stanza_error(s, iq, "auth", "forbidden");     /* another account's roster (RFC 6121 §2.1.5) */
-    else if (r) r->handle(s, iq, q, to);
-    else send_stanza_error(s, iq, "cancel", "service-unavailable");
+/* own_only rows answer only a local account asking about itself */
+static int iq_asks_about_self(const iq_ctx *c) {
+    return !strcmp(c->from->domain, c->srv->cfg->domain) && c->to->local[0] &&
+           !strcmp(c->to->local, c->from->local);
 }
 
-static void route_iq(session *s, xml_node *st, const jid *to, int has_to) {
-    server *srv = s->srv;
+static void iq_dispatch(const iq_ctx *c, const iq_route *table) {
+    const iq_route *r = iq_table_find(table, sizeof *table, c->iq, c->q);
+    if (r && r->own_only && !iq_asks_about_self(c))
+        bounce(c->srv, c->iq, "auth", "forbidden");     /* another account's roster (RFC 6121 §2.1.5) */
+    else if (r) r->handle(c);
+    else bounce(c->srv, c->iq, "cancel", "service-unavailable");
+}
+
+static void local_iq(server *srv, xml_node *st, const jid *to) {
     const char *type = stanza_type(st);
     int request = !strcmp(type, "get") || !strcmp(type, "set");
     int response = !strcmp(type, "result") || !strcmp(type, "error");
     if (!request && !response) {
-        send_stanza_error(s, st, "modify", "bad-request");
-        return;
-    }
-    if (!xml_attr_get(st, "id")) {
-        if (request) send_stanza_error(s, st, "modify", "bad-request");
+        bounce(srv, st, "modify", "bad-request");
         return;
     }
     xml_node *q = request ? iq_payload(st) : NULL;
     if (request && !q) {
-        send_stanza_error(s, st, "modify", "bad-request");
+        bounce(srv, st, "modify", "bad-request");
         return;
     }
-    if (has_to && to->local[0] && to->resource[0]) {
-        session *t = account_session(account_find(srv, to->local), to->resource);
-        if (t) session_send_node(t, st);
-        else if (request) send_stanza_error(s, st, "cancel", "service-unavailable");
+    if (to && to->local[0] && to->resource[0]) {
+        session *t = session_find(srv, to);
+        if ((!t || session_send_node(t, st) < 0) && request) bounce(srv, st, "cancel", "service-unavailable");
         return;
     }
     if (!request) return;   /* results and errors to the server or a bare JID end here */
-    if (!has_to) {
+    jid from, self;
+    const char *from_text = xml_attr_get(st, "from");
+    if (!from_text || jid_parse(from_text, &from) < 0) return;     /* nobody to answer */
+    iq_ctx c = {srv, st, q, to, &from};
+    if (!to) {
         /* no 'to': the account's own bare JID (RFC 6120 §10.3.3) */
-        jid self;
+        self = from;
         self.resource[0] = 0;
-        snprintf(self.local, sizeof self.local, "%s", s->user);
-        snprintf(self.domain, sizeof self.domain, "%s", srv->cfg->domain);
-        iq_dispatch(s, account_iqs, st, q, &self);
-        return;
+        c.to = &self;
+        iq_dispatch(&c, account_iqs);
+    } else if (!to->local[0]) {
+        if (to->resource[0]) bounce(srv, st, "cancel", "service-unavailable");
+        else iq_dispatch(&c, server_iqs);
+    } else if (!auth_user_exists(srv->store, to->local)) {
+        bounce(srv, st, "cancel", "service-unavailable");
+    } else {
+        iq_dispatch(&c, account_iqs);
     }
-    if (!to->local[0]) {
-        if (to->resource[0]) send_stanza_error(s, st, "cancel", "service-unavailable");
-        else iq_dispatch(s, server_iqs, st, q, to);
-        return;
-    }
-    if (!auth_user_exists(srv->store, to->local)) {
-        send_stanza_error(s, st, "cancel", "service-unavailable");
-        return;
-    }
-    iq_dispatch(s, account_iqs, st, q, to);
 }
 
-static void route_to_local(session *s, xml_node *st, const jid *to, int has_to) {
-    server *srv = s->srv;
-    if (!strcmp(st->name, "iq")) {
-        route_iq(s, st, to, has_to);
-        return;
-    }
-    if (!strcmp(st->name, "presence")) {
-        if (!has_to) route_presence_broadcast(s, st);
-        else if (to->local[0]) route_presence_directed(s, st, to);
-        return;     /* presence to the server itself has nothing to do */
-    }
-    /* message */
-    if (!has_to || !to->local[0]) {
-        if (!has_to) {   /* RFC 6121 §8.1.1.1: no 'to' means the sender's own bare JID */
-            deliver_to_bare(srv, s->acct, st);
-        }
-        return;
-    }
-    if (!auth_user_exists(srv->store, to->local)) {
-        send_stanza_error(s, st, "cancel", "service-unavailable");
-        return;
-    }
-    route_message_to_user(s, st, to);
+/* The router's handler for the local domain. */
+static void local_route(void *ud, xml_node *st, const jid *to) {
+    server *srv = ud;
+    if (!strcmp(st->name, "iq")) local_iq(srv, st, to);
+    else if (!strcmp(st->name, "presence")) local_presence(srv, st, to);
+    else local_message(srv, st, to);
 }
 
-static void route_stanza(session *s, xml_node *st) {
+/* The router's handler for the rooms' domain. */
+static void muc_route(void *ud, xml_node *st, const jid *to) {
+    server *srv = ud;
+    muc_handle_stanza(srv->muc, st);
+}
+
+/* ---------------------------------------------------------------------------------------------------- */
+/* a client session's outbound side: what the sender's own server does before a stanza is routed         */
+
+/* Directed presence (RFC 6121 §4.6) is remembered, so that its addressee is told 'unavailable' when the
+ * session ends; subscription requests are answered on the contact's behalf. Then it goes like any stanza. */
+static void session_outbound_presence(session *s, xml_node *st) {
     server *srv = s->srv;
-    const char *to_text = xml_attr_get(st, "to");
+    const char *type = stanza_type(st), *to_text = xml_attr_get(st, "to");
     jid to;
-    to.local[0] = to.domain[0] = to.resource[0] = 0;
-    if (to_text && jid_parse(to_text, &to) < 0) {
-        send_stanza_error(s, st, "modify", "jid-malformed");
+    if (!to_text || jid_parse(to_text, &to) < 0) {
+        router_route(srv->router, st);      /* a broadcast, or a malformed 'to' the router bounces */
         return;
     }
-    if (!strcmp(st->name, "presence") && !presence_type_known(stanza_type(st))) {
-        send_stanza_error_text(s, st, "modify", "bad-request", "unknown presence type");
+    int avail = !type[0], unavail = !strcmp(type, "unavailable");
+    int local = !strcmp(to.domain, srv->cfg->domain);
+    if (local && !avail && !unavail && strcmp(type, "error") != 0) {
+        presence_subscription(s, st, &to, type);
         return;
     }
-    /* the sender is who the stream says it is, whatever 'from' the client wrote (RFC 6120 §8.1.2.1) */
+    /* only what can be told 'unavailable' later: a local user who exists, or a domain we route to */
+    int owed = local ? to.local[0] && auth_user_exists(srv->store, to.local) : router_serves(srv->router, to.domain);
+    char norm[3 * (JID_PART_MAX + 1)];
+    if (owed && jid_full(&to, norm, sizeof norm) >= 0) {
+        if (avail && directed_remember(s, norm) < 0) {
+            bounce(srv, st, "wait", "resource-constraint");
+            return;
+        }
+        if (unavail) directed_forget(s, norm);
+    }
+    router_route(srv->router, st);
+}
+
+/* A stanza from a bound client: the sender is who the stream says it is, whatever 'from' the client wrote
+ * (RFC 6120 §8.1.2.1). */
+static void session_outbound(session *s, xml_node *st) {
+    server *srv = s->srv;
     xml_set_attr(srv->arena, st, "from", s->full_jid);
-    if (!to_text || !strcmp(to.domain, srv->cfg->domain)) {
-        route_to_local(s, st, &to, to_text != NULL);
+    if (!strcmp(st->name, "presence")) {
+        if (!presence_type_known(stanza_type(st))) bounce_text(srv, st, "modify", "bad-request", "unknown presence type");
+        else session_outbound_presence(s, st);
         return;
     }
-    if (!strcmp(to.domain, srv->cfg->muc_domain)) {
-        if (!strcmp(st->name, "presence")) route_presence_directed(s, st, &to);
-        else muc_handle_stanza(srv->muc, st);
+    if (!strcmp(st->name, "iq") && !xml_attr_get(st, "id")) {
+        /* RFC 6120 §8.2.3: an IQ needs an id to be answered; a request without one is refused, a
+         * response without one answers nothing and is dropped. (Our own error to such a request has no
+         * id either: it is built here, after this check.) */
+        const char *type = stanza_type(st);
+        if (!strcmp(type, "get") || !strcmp(type, "set")) bounce(srv, st, "modify", "bad-request");
         return;
     }
-    /* no server-to-server links */
-    send_stanza_error(s, st, "cancel", "remote-server-not-found");
+    router_route(srv->router, st);
 }
 
 /* ---------------------------------------------------------------------------------------------------- */
 /* the parser's stanza callback: what a stanza means depends on the stream's state                      */
 
 static int on_stanza(void *ud, xml_node *n) {
-    session *s = ud;
+    stream *s = ud;
     server *srv = s->srv;
     int stop = 0;
     xml_arena_reset(srv->arena);
@@ -1450,30 +1506,30 @@ static int on_stanza(void *ud, xml_node *n) {
     if (!strcmp(n->ns, XML_NS_STREAM) && !strcmp(n->name, "error")) {
         /* the peer is ending the stream: close ours, never answer an error with an error (RFC 6120 §4.9) */
         const xml_node *cond = xml_child(n, NULL, NS_STREAMS);
-        log_info("%s sent stream error %s", session_name(s), cond ? cond->name : "(none)");
-        session_close_stream(s);
+        log_info("%s sent stream error %s", stream_name(s), cond ? cond->name : "(none)");
+        stream_close(s);
         return 1;
     }
     if (!strcmp(n->ns, NS_TLS) && !strcmp(n->name, "starttls"))
         return handle_starttls(s);
     if (!strcmp(n->ns, NS_SASL))
         return handle_sasl(s, n);
-    if (!is_stanza(n)) {
-        session_stream_error(s, "unsupported-stanza-type", NULL);   /* RFC 6120 §4.9.3.24, any namespace */
+    if (!stanza_is(n)) {
+        stream_error(s, "unsupported-stanza-type", NULL);   /* RFC 6120 §4.9.3.24, any namespace */
         return 1;
     }
     if (!s->authed) {
-        session_stream_error(s, "not-authorized", NULL);
+        stream_error(s, "not-authorized", NULL);
         return 1;
     }
     if (s->state != ST_ACTIVE) {
         const xml_node *b = !strcmp(n->name, "iq") && !strcmp(stanza_type(n), "set") ? iq_payload(n) : NULL;
         if (b && !strcmp(b->name, "bind") && !strcmp(b->ns, NS_BIND) && xml_attr_get(n, "id"))
             stop = handle_bind(s, n, b);
-        else session_stream_error(s, "not-authorized", "bind a resource first");
+        else stream_error(s, "not-authorized", "bind a resource first");
         return stop || s->state == ST_CLOSED;
     }
-    route_stanza(s, n);
+    session_outbound(s->sess, n);
     return s->state == ST_CLOSED;
 }
 
@@ -1506,7 +1562,7 @@ static void *on_open(void *ud, net_conn *c, int tag) {
     server *srv = ud;
     if (srv->stopping) return NULL;
     if (tag == TAG_ADMIN) return admin_link_open(srv, c);
-    session *s = calloc(1, sizeof *s);
+    stream *s = calloc(1, sizeof *s);
     if (!s) return NULL;
     xml_limits lim;
     xml_limits_default(&lim);
@@ -1521,14 +1577,15 @@ static void *on_open(void *ud, net_conn *c, int tag) {
     }
     s->srv = srv;
     s->conn = c;
+    s->kind = STREAM_C2S;
     s->id = ++srv->last_id;
     s->since = net_now(srv->loop);
     s->tls = tag == TAG_DIRECT_TLS;
-    s->next = srv->sessions;
-    if (srv->sessions) srv->sessions->prev = s;
-    srv->sessions = s;
+    s->next = srv->streams;
+    if (srv->streams) srv->streams->prev = s;
+    srv->streams = s;
     net_conn_set_timer(c, srv->cfg->handshake_timeout);
-    log_info("%s connected%s", session_name(s), tag == TAG_DIRECT_TLS ? " (direct TLS)" : "");
+    log_info("%s connected%s", stream_name(s), tag == TAG_DIRECT_TLS ? " (direct TLS)" : "");
     return s;
 }
 
@@ -1537,7 +1594,7 @@ static void on_data(void *ud, net_conn *c, const char *data, size_t len) {
         admin_link_data(ud, data, len);
         return;
     }
-    session *s = ud;
+    stream *s = ud;
     while (len > 0 && s->state != ST_CLOSED && !s->dead) {
         size_t used = 0;
         int r = xml_parser_feed(s->parser, data, len, &used);
@@ -1552,32 +1609,12 @@ static void on_data(void *ud, net_conn *c, const char *data, size_t len) {
             len -= used;
             continue;
         }
-        session_stream_error(s, parser_error_condition(r), xml_status_str(r));
+        stream_error(s, parser_error_condition(r), xml_status_str(r));
         break;
     }
 }
 
-/* Leave the network: presence goes out as if the client had sent 'unavailable', the account forgets
- * this session. Idempotent; the net_conn may still be flushing. */
-static void session_end(session *s) {
-    if (s->dead) return;
-    if (s->acct) {
-        if (s->available || s->directed) {
-            xml_node *p = xml_node_new(s->srv->arena, "presence", XML_NS_CLIENT);
-            if (p) {
-                xml_set_attr(s->srv->arena, p, "type", "unavailable");
-                xml_set_attr(s->srv->arena, p, "from", s->full_jid);
-                for (session *t = s->acct->sessions; t; t = t->acct_next)
-                    if (t != s && t->available) session_send_node(t, p);
-            }
-            if (s->available) presence_unavailable_to_contacts(s);
-            s->available = 0;
-            send_unavailable_to_directed(s);
-        }
-        session_unbind(s);
-    }
-    s->dead = 1;
-}
+/* ---- a session's life: bound, detached, ended ---- */
 
 static void session_unbind(session *s) {
     account *a = s->acct;
@@ -1588,23 +1625,145 @@ static void session_unbind(session *s) {
             break;
         }
     s->acct = NULL;
-    account_drop_if_empty(s->srv, a);
+    account_drop_if_idle(s->srv, a);
 }
 
-static void session_free(session *s) {
-    server *srv = s->srv;
-    if (s->prev) s->prev->next = s->next;
-    else srv->sessions = s->next;
-    if (s->next) s->next->prev = s->prev;
-    while (s->directed) {
-        directed *d = s->directed;
-        s->directed = d->next;
-        free(d);
+/* What a session held when it ended is settled as if its resource had gone before they came (RFC 6121
+ * §8.5.3.2.1, §8.5.4): a chat or normal message goes on to the account's other sessions (the bare JID), an
+ * IQ request is answered service-unavailable, presence and everything else is dropped. The held bytes are
+ * what the client's stream would have carried, so they are read back inside a client stream header. */
+static int settle_one(void *ud, xml_node *st) {
+    server *srv = ud;
+    const char *name = st->name, *type = stanza_type(st), *to = xml_attr_get(st, "to");
+    jid j;
+    if (!strcmp(name, "message") && (!type[0] || !strcmp(type, "chat") || !strcmp(type, "normal")) && to &&
+        jid_parse(to, &j) == 0 && j.resource[0]) {
+        char bare[2 * (JID_PART_MAX + 1)];
+        j.resource[0] = 0;
+        if (account_best_priority(account_find(srv, j.local)) < 0)
+            bounce(srv, st, "cancel", "service-unavailable");   /* from the resource it was sent to */
+        else if (jid_bare(&j, bare, sizeof bare) >= 0 && !xml_set_attr(srv->arena, st, "to", bare))
+            router_route(srv->router, st);
+    } else if (!strcmp(name, "iq") && (!strcmp(type, "get") || !strcmp(type, "set"))) {
+        bounce(srv, st, "cancel", "service-unavailable");
     }
-    xml_parser_free(s->parser);
-    auth_sasl_free(s->sasl);
+    return 0;
+}
+
+static int settle_open(void *ud, xml_node *root) { return 0; }
+static int settle_close(void *ud) { return 0; }
+
+static void session_settle_held(session *s) {
+    static const xml_events settle_events = {settle_open, settle_one, settle_close};
+    static const char header[] = "<stream:stream xmlns='jabber:client' xmlns:stream='" XML_NS_STREAM "'>";
+    xml_parser *p = s->held ? xml_parser_new(NULL, &settle_events, s->srv) : NULL;
+    if (p && xml_parser_feed(p, header, sizeof header - 1, NULL) != XML_OK) {
+        xml_parser_free(p);
+        p = NULL;
+    }
+    while (s->held) {
+        held *h = s->held;
+        s->held = h->next;
+        if (p) xml_parser_feed(p, h->data, h->len, NULL);
+        free(h);
+    }
+    s->held_count = 0;
+    xml_parser_free(p);
+}
+
+/* Leave the network: presence goes out as if the client had sent 'unavailable', held stanzas are settled,
+ * the account forgets the session, and it is freed. */
+static void session_end(session *s) {
+    server *srv = s->srv;
+    if (s->ended) return;
+    s->ended = 1;                   /* nothing more is written to it, not even what its going causes */
+    if (s->st) s->st->sess = NULL;
+    if (s->available || s->directed) {
+        xml_node *p = xml_node_new(srv->arena, "presence", XML_NS_CLIENT);
+        if (p) {
+            xml_set_attr(srv->arena, p, "type", "unavailable");
+            xml_set_attr(srv->arena, p, "from", s->full_jid);
+            for (session *t = s->acct->sessions; t; t = t->acct_next)
+                if (t != s && t->available) session_send_node(t, p);
+        }
+        if (s->available) presence_unavailable_to_contacts(s);
+        s->available = 0;
+        send_unavailable_to_directed(s);
+    }
+    session_unbind(s);
+    session_settle_held(s);
     free(s->presence);
     free(s->full_jid);
+    free(s);
+}
+
+/* The stream goes, the session stays: what stream management's resumption will do when a link drops. The
+ * stream is closed without a word of presence; the session holds what arrives for it. */
+static void session_detach(session *s) {
+    stream *st = s->st;
+    if (!st) return;
+    s->st = NULL;
+    st->sess = NULL;
+    log_info("%s detached from its stream", s->full_jid);
+    stream_close(st);
+}
+
+/* Ends the detached sessions of an account (local), of one of its resources, or all (local NULL).
+ * Returns how many. */
+static long sessions_end_detached(server *srv, const char *local, const char *resource) {
+    long n = 0;
+    for (size_t i = 0; i < srv->nbuckets; i++)
+        for (account *a = srv->buckets[i], *next; a; a = next) {
+            next = a->hnext;
+            if (local && strcmp(a->local, local) != 0) continue;
+            for (session *t = a->sessions, *tn; t; t = tn) {
+                tn = t->acct_next;
+                if (t->st || (resource && strcmp(session_resource(t), resource) != 0)) continue;
+                int last = !tn && a->sessions == t;
+                session_end(t);     /* the account's last session frees the account */
+                n++;
+                if (last) break;
+            }
+        }
+    return n;
+}
+
+/* server_free: no presence, no settling, the process is going */
+static void session_free_quietly_all(account *a) {
+    while (a->sessions) {
+        session *t = a->sessions;
+        a->sessions = t->acct_next;
+        while (t->directed) {
+            directed *d = t->directed;
+            t->directed = d->next;
+            free(d);
+        }
+        while (t->held) {
+            held *h = t->held;
+            t->held = h->next;
+            free(h);
+        }
+        free(t->presence);
+        free(t->full_jid);
+        free(t);
+    }
+}
+
+/* The stream is over (closed by either side, or an error): its session, if any, ends with it. */
+static void stream_gone(stream *s) {
+    if (s->dead) return;
+    if (s->sess) session_end(s->sess);
+    s->sess = NULL;
+    s->dead = 1;
+}
+
+static void stream_free(stream *s) {
+    server *srv = s->srv;
+    if (s->prev) s->prev->next = s->next;
+    else srv->streams = s->next;
+    if (s->next) s->next->prev = s->prev;
+    xml_parser_free(s->parser);
+    auth_sasl_free(s->sasl);
     free(s->user);
     free(s);
 }
@@ -1614,11 +1773,11 @@ static void on_close(void *ud, net_conn *c, const char *reason) {
         admin_link_close(ud, reason);
         return;
     }
-    session *s = ud;
-    log_info("%s %s: %s", session_name(s), s->full_jid ? "logged out" : "disconnected", reason);
+    stream *s = ud;
+    log_info("%s %s: %s", stream_name(s), s->sess ? "logged out" : "disconnected", reason);
     xml_arena_reset(s->srv->arena);
-    session_end(s);
-    session_free(s);
+    stream_gone(s);
+    stream_free(s);
 }
 
 /* May run in the middle of a broadcast, so it only writes the error: on_close does the rest. */
@@ -1627,10 +1786,10 @@ static void on_overflow(void *ud, net_conn *c) {
         log_warn("admin socket: a client stopped reading; closing it");
         return;
     }
-    session *s = ud;
-    log_warn("%s stopped reading: output bound passed", session_name(s));
+    stream *s = ud;
+    log_warn("%s stopped reading: output bound passed", stream_name(s));
     if (!s->dead && s->state != ST_CLOSED)
-        session_puts(s, "<stream:error><policy-violation xmlns='" NS_STREAMS "'/></stream:error></stream:stream>");
+        stream_puts(s, "<stream:error><policy-violation xmlns='" NS_STREAMS "'/></stream:error></stream:stream>");
     s->state = ST_CLOSED;
 }
 
@@ -1639,17 +1798,17 @@ static void on_timer(void *ud, net_conn *c, time_t now) {
         admin_link_timer(ud);
         return;
     }
-    session *s = ud;
+    stream *s = ud;
     server *srv = s->srv;
     if (s->state == ST_CLOSED || s->dead) return;
     if (s->state != ST_ACTIVE) {
-        session_stream_error(s, "connection-timeout", "no session was established in time");
+        stream_error(s, "connection-timeout", "no session was established in time");
         return;
     }
     time_t idle = now - net_conn_last_input(c);
     if (idle >= srv->cfg->idle_timeout) {
         /* a whitespace keepalive (RFC 6120 §4.6.1): lets TCP find a dead peer */
-        session_puts(s, " ");
+        stream_puts(s, " ");
         net_conn_set_timer(c, srv->cfg->idle_timeout);
     } else {
         net_conn_set_timer(c, (int)(srv->cfg->idle_timeout - idle));
@@ -1726,10 +1885,9 @@ static void on_signal(void *ud, int signo) {
     }
     log_info("signal %d: closing every stream", signo);
     srv->stopping = 1;
-    for (session *s = srv->sessions; s; s = s->next) {
-        if (s->state == ST_CLOSED || s->dead) continue;
-        session_stream_error(s, "system-shutdown", NULL);
-    }
+    for (stream *s = srv->streams; s; s = s->next)
+        stream_error(s, "system-shutdown", NULL);
+    sessions_end_detached(srv, NULL, NULL);
     if (muc_service_flush(srv->muc) < 0) log_err("could not persist rooms at shutdown");
     net_loop_stop(srv->loop);
 }
@@ -1737,6 +1895,8 @@ static void on_signal(void *ud, int signo) {
 /* ---------------------------------------------------------------------------------------------------- */
 /* the MUC service's way out                                                                            */
 
+/* Rooms deliver to full JIDs (occupants) and, for invitations and the like, to bare JIDs. Only local users
+ * are occupants today; -1 tells the room the occupant is gone (or its detached session holds no more). */
 static int muc_deliver(void *ud, const char *to, const char *head, size_t hl, const char *tail, size_t tl) {
     server *srv = ud;
     jid j;
@@ -1744,16 +1904,11 @@ static int muc_deliver(void *ud, const char *to, const char *head, size_t hl, co
     account *a = account_find(srv, j.local);
     if (j.resource[0]) {
         session *t = account_session(a, j.resource);
-        if (!t || t->dead || t->state == ST_CLOSED) return -1;
-        session_write_spliced(t, to, head, hl, tail, tl);
-        return 0;
+        return t ? session_write_spliced(t, to, head, hl, tail, tl) : -1;
     }
     int best = account_best_priority(a), n = 0;
     for (session *t = a ? a->sessions : NULL; best >= 0 && t; t = t->acct_next)
-        if (t->available && t->priority == best) {
-            session_write_spliced(t, to, head, hl, tail, tl);
-            n++;
-        }
+        if (t->available && t->priority == best && session_write_spliced(t, to, head, hl, tail, tl) == 0) n++;
     return n ? 0 : -1;
 }
 
@@ -1796,10 +1951,10 @@ static void admin_status_cb(void *ud, admin_status *st) {
     st->version = COUPLET_VERSION;
     st->started = srv->started;
     st->now = time(NULL);
-    for (session *s = srv->sessions; s; s = s->next) {
+    for (stream *s = srv->streams; s; s = s->next) {
         if (s->dead) continue;
         st->connections++;
-        if (!s->full_jid) st->negotiating++;
+        if (!s->sess) st->negotiating++;
         else st->sessions++;
         if (net_conn_is_tls(s->conn)) st->encrypted++;
     }
@@ -1811,9 +1966,9 @@ static void admin_status_cb(void *ud, admin_status *st) {
 
 static void admin_sessions_cb(void *ud, int (*each)(void *ctx, const admin_session *s), void *ctx) {
     server *srv = ud;
-    for (session *s = srv->sessions; s; s = s->next) {
-        if (s->dead || !s->full_jid) continue;
-        admin_session v = {s->full_jid, net_conn_peer(s->conn), net_conn_tls_version(s->conn), s->since};
+    for (stream *s = srv->streams; s; s = s->next) {
+        if (s->dead || !s->sess) continue;
+        admin_session v = {s->sess->full_jid, net_conn_peer(s->conn), net_conn_tls_version(s->conn), s->since};
         if (each(ctx, &v)) return;
     }
 }
@@ -1830,14 +1985,14 @@ static long admin_kick_cb(void *ud, const char *text, const char *reason, char *
         free(j);
         return -1;
     }
-    for (session *s = srv->sessions, *next; s; s = next) {
-        next = s->next;     /* ending a session never frees it: on_close does, from the loop */
+    for (stream *s = srv->streams; s; s = s->next) {  /* an ended stream stays listed until on_close */
         if (s->dead || s->state == ST_CLOSED || !s->user || strcmp(s->user, j->local)) continue;
-        if (j->resource[0] && (!s->full_jid || strcmp(session_resource(s), j->resource))) continue;
-        log_info("%s kicked through the admin socket", session_name(s));
-        session_stream_error(s, "policy-violation", reason);
+        if (j->resource[0] && (!s->sess || strcmp(session_resource(s->sess), j->resource))) continue;
+        log_info("%s kicked through the admin socket", stream_name(s));
+        stream_error(s, "policy-violation", reason);
         n++;
     }
+    n += sessions_end_detached(srv, j->local, j->resource[0] ? j->resource : NULL);
     xml_arena_reset(srv->arena);    /* the unavailable presences built for the ended sessions */
     if (j->resource[0] && n == 0) {
         snprintf(err, errlen, "no session %.300s", text);
@@ -2122,6 +2277,13 @@ server *server_new(const config *conf, const char *config_path, char *err, size_
         server_free(srv);
         return NULL;
     }
+    srv->router = router_new(srv->arena);
+    if (!srv->router || router_add(srv->router, cfg->domain, local_route, srv) < 0 ||
+        router_add(srv->router, cfg->muc_domain, muc_route, srv) < 0) {
+        snprintf(err, errlen, "out of memory");
+        server_free(srv);
+        return NULL;
+    }
     net_handlers h = {.ud = srv, .on_open = on_open, .on_data = on_data, .on_close = on_close,
                       .on_timer = on_timer, .on_signal = on_signal, .on_overflow = on_overflow};
     net_options o = server_net_options(cfg);
@@ -2157,6 +2319,33 @@ server *server_new(const config *conf, const char *config_path, char *err, size_
     return srv;
 }
 
+router *server_router(server *srv) {
+    return srv->router;
+}
+
+int server_session_detach(server *srv, const char *full_jid) {
+    jid j;
+    session *s = jid_parse(full_jid, &j) == 0 ? session_find(srv, &j) : NULL;
+    if (!s || !s->st) return -1;
+    session_detach(s);
+    return 0;
+}
+
+int server_session_end(server *srv, const char *full_jid) {
+    jid j;
+    session *s = jid_parse(full_jid, &j) == 0 ? session_find(srv, &j) : NULL;
+    if (!s) return -1;
+    if (s->st) stream_close(s->st);
+    else session_end(s);
+    return 0;
+}
+
+unsigned server_session_held(server *srv, const char *full_jid) {
+    jid j;
+    session *s = jid_parse(full_jid, &j) == 0 ? session_find(srv, &j) : NULL;
+    return s ? s->held_count : 0;
+}
+
 int server_run(server *srv) {
     log_info("Couplet %s serving %s (rooms at %s) on %s port %d (STARTTLS) and %d (direct TLS)", COUPLET_VERSION,
              srv->cfg->domain, srv->cfg->muc_domain, srv->cfg->bind, srv->cfg->c2s_port, srv->cfg->c2s_tls_port);
@@ -2170,11 +2359,11 @@ void server_free(server *srv) {
     if (srv->loop) net_loop_free(srv->loop);
     admin_socket_remove(srv);
     if (srv->accounts_watch >= 0) close(srv->accounts_watch);
-    while (srv->sessions) {
-        session *s = srv->sessions;
+    while (srv->streams) {
+        stream *s = srv->streams;
+        if (s->sess) s->sess->st = NULL;    /* detached: freed with the accounts below */
         s->dead = 1;
-        session_unbind(s);
-        session_free(s);
+        stream_free(s);
     }
     if (srv->muc) muc_service_free(srv->muc);
     if (srv->store) auth_store_free(srv->store);
@@ -2182,8 +2371,10 @@ void server_free(server *srv) {
         while (srv->buckets[i]) {
             account *a = srv->buckets[i];
             srv->buckets[i] = a->hnext;
+            session_free_quietly_all(a);
             free(a);
         }
+    router_free(srv->router);
     free(srv->buckets);
     xml_arena_free(srv->arena);
     xml_buf_free(&srv->out);

@@ -2,7 +2,8 @@
  * drives it through fake_net.h. It keeps net_epoll's promises that server.c relies on: on_close is never
  * called from inside a call the server made, writes after net_conn_close are refused, a closing
  * connection gets no more input, output past max_output leads to on_overflow and then on_close, and a
- * net_conn stays valid until the end of the turn in which it was closed. Output is counted, then dropped. */
+ * net_conn stays valid until the end of the turn in which it was closed. Output is counted, and the bytes
+ * each connection accepted are kept (up to fake_capture_limit) for fake_output(). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -12,10 +13,12 @@
 #define FAKE_MAX_LISTENERS  4
 #define FAKE_OVERFLOW_SLACK 4096
 #define FAKE_EPOCH          1700000000
+#define FAKE_CAPTURE_DEFAULT (4u << 20)
 
 int fake_tls_available = 1;
 int fake_starttls_result = 0;
 int fake_tls_setup_result = 0;
+size_t fake_capture_limit = FAKE_CAPTURE_DEFAULT;
 
 struct net_conn {
     net_loop *loop;
@@ -25,6 +28,8 @@ struct net_conn {
     time_t timer_at, last_input;
     size_t queued;              /* unread output */
     unsigned id;
+    char *out;                  /* captured output since the last fake_output_clear, NUL-terminated */
+    size_t out_len, out_cap, out_dropped;
 };
 
 struct net_loop {
@@ -40,6 +45,35 @@ struct net_loop {
 
 static net_loop *the_loop;     /* the harness drives one loop at a time */
 
+static void conn_free(net_conn *c) {
+    if (!c) return;
+    free(c->out);
+    free(c);
+}
+
+/* Keep what the server wrote, up to fake_capture_limit bytes since the last clear; the rest is counted in
+ * out_dropped. Memory grows by doubling, so a connection holds at most about twice the limit. */
+static void capture(net_conn *c, const char *data, size_t len) {
+    size_t room = c->out_len < fake_capture_limit ? fake_capture_limit - c->out_len : 0;
+    size_t take = len < room ? len : room;
+    if (take && c->out_len + take + 1 > c->out_cap) {
+        size_t cap = c->out_cap ? c->out_cap : 4096;
+        while (cap < c->out_len + take + 1) cap *= 2;
+        char *p = realloc(c->out, cap);
+        if (!p) take = 0;
+        else {
+            c->out = p;
+            c->out_cap = cap;
+        }
+    }
+    if (take) {
+        memcpy(c->out + c->out_len, data, take);
+        c->out_len += take;
+        c->out[c->out_len] = 0;
+    }
+    c->out_dropped += len - take;
+}
+
 net_loop *net_loop_new(const net_handlers *h, const net_options *o) {
     net_loop *l = calloc(1, sizeof *l);
     if (!l) return NULL;
@@ -53,7 +87,7 @@ net_loop *net_loop_new(const net_handlers *h, const net_options *o) {
 
 void net_loop_free(net_loop *l) {
     if (!l) return;
-    for (int i = 0; i < FAKE_MAX_CONNS; i++) free(l->conns[i]);
+    for (int i = 0; i < FAKE_MAX_CONNS; i++) conn_free(l->conns[i]);
     if (the_loop == l) the_loop = NULL;
     free(l);
 }
@@ -113,6 +147,7 @@ int net_conn_write(net_conn *c, const char *data, size_t len) {
     (void)sink;
     c->queued += len;
     c->loop->written += len;
+    capture(c, data, len);
     return 0;
 }
 
@@ -185,7 +220,7 @@ unsigned fake_accept(unsigned listener) {
     c->ud = l->h.on_open(l->h.ud, c, l->listener_tag[li]);
     if (!c->ud) {
         l->conns[slot] = NULL;
-        free(c);
+        conn_free(c);
         return 0;
     }
     return c->id;
@@ -251,7 +286,7 @@ void fake_settle(void) {
     /* freed only now, after every handler of the turn has run */
     for (int i = 0; i < FAKE_MAX_CONNS; i++)
         if (l->conns[i] && l->conns[i]->dead) {
-            free(l->conns[i]);
+            conn_free(l->conns[i]);
             l->conns[i] = NULL;
         }
 }
@@ -272,6 +307,26 @@ void fake_signal(int signo) {
 
 size_t fake_bytes_written(void) {
     return the_loop ? the_loop->written : 0;
+}
+
+const char *fake_output(const net_conn *c, size_t *len) {
+    if (len) *len = c && c->out ? c->out_len : 0;
+    return c && c->out ? c->out : "";
+}
+
+void fake_output_clear(net_conn *c) {
+    if (!c) return;
+    free(c->out);
+    c->out = NULL;
+    c->out_len = c->out_cap = c->out_dropped = 0;
+}
+
+size_t fake_output_dropped(const net_conn *c) {
+    return c ? c->out_dropped : 0;
+}
+
+int fake_conn_closing(const net_conn *c) {
+    return c && (c->closing || c->dead);
 }
 
 /* ---- the admin socket: not fuzzed through here (fuzz_admin covers its protocol), so no connection is

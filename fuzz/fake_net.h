@@ -36,4 +36,18 @@ void fake_close_all(void);
 void fake_signal(int signo);
 size_t fake_bytes_written(void);    /* total bytes the server queued, for the curious */
 
+/* What the server wrote to each connection is kept for the harness: every byte net_conn_write accepted
+ * (refused writes, after close or past max_output, are not there), at most fake_capture_limit bytes since
+ * the last fake_output_clear (default 4 MiB; 0 keeps nothing). The memory goes with the connection, at the
+ * fake_settle() that frees it, so read a closing connection's last words before that. */
+extern size_t fake_capture_limit;
+/* The captured bytes, NUL-terminated ("" when none); *len (if len) gets their count. Valid until the next
+ * write to c, fake_output_clear(c) or c is freed. */
+const char *fake_output(const net_conn *c, size_t *len);
+void fake_output_clear(net_conn *c);
+/* Bytes accepted but not kept since the last clear, because the capture was full. */
+size_t fake_output_dropped(const net_conn *c);
+/* 1 once the server called net_conn_close on c (or it is gone), 0 while it is open. */
+int fake_conn_closing(const net_conn *c);
+
 #endif

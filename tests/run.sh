@@ -57,6 +57,8 @@ for build in "$@"; do
     fi
 done
 run "install" sh tests/install_check.sh "$1"
+# docs/TOUR.md names functions: each must still exist
+run "tour" sh tests/tour_check.sh
 # a real client library against the plain build (Debian's python3-slixmpp; .ci/run installs it)
 if [ -n "$VALGRIND" ]; then
     :   # a real client adds nothing to a valgrind run

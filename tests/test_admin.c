@@ -12,6 +12,12 @@
 
 /* ==== unit: admin.c with a stub host ==== */
 
+/* tests/run.sh --valgrind starts the server through a wrapper script named valgrind-couplet */
+static int under_valgrind(void) {
+    const char *bin = getenv("COUPLET_BIN");
+    return bin && strstr(bin, "valgrind") != NULL;
+}
+
 static struct {
     const char *text;               /* what every string the host reports says */
     unsigned long nsessions;
@@ -773,7 +779,12 @@ static void test_socket_life(void) {
           strstr(err_text, "cannot reach the server at") && strstr(err_text, "sessions were not ended"),
           "passwd --logout without a server: %s / %s", out_text, err_text);
 
-    /* a socket left by a killed server is replaced at the next start */
+    /* a socket left by a killed server is replaced at the next start (under valgrind the process killed is
+     * valgrind's, which removes nothing either, but its start is too slow to race reliably: not run there) */
+    if (under_valgrind()) {
+        printf("note: under valgrind: the stale-socket restart is not run\n");
+        return;
+    }
     if (start_server_in("require_encryption = false\n", 1) < 0) {
         CHECK(0, "restart");
         return;
@@ -789,6 +800,11 @@ static void test_socket_life(void) {
 
 /* user = nobody, started as root: after binding, the process is uid/gid 65534 for good and still serves */
 static void test_user_switch(void) {
+    if (under_valgrind()) {
+        /* /proc/PID/status then describes valgrind's tool process, not the server's identity */
+        printf("note: under valgrind: the switch to `user` is not run\n");
+        return;
+    }
     if (geteuid() != 0) {
         printf("note: not root: the switch to `user` is not run\n");
         return;
