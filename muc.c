@@ -2260,6 +2260,7 @@ static void handle_admin(muc_service *m, const muc_ctx *cx, room *r, const xml_n
 
 /* ------------------------------------------------------------------ disco, registration, forwarding */
 
+/* the shared disco builders, marking the tree on a failed allocation as the t_ helpers do */
 static void t_feature(muc_service *m, xml_node *q, const char *var)
 {
     if (disco_add_feature(m->arena, q, var) < 0) m->tree_oom = 1;
