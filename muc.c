@@ -1757,7 +1757,9 @@ static void handle_groupchat(muc_service *m, const muc_ctx *cx, room *r, occupan
     if (o->role < ROLE_PARTICIPANT) { send_error(m, cx, "auth", "forbidden", r->jid); return; }
     const xml_node *body = xml_child(st, "body", XML_NS_CLIENT);
     const xml_node *subj = xml_child(st, "subject", XML_NS_CLIENT);
-    if (subj && !body && set_subject(m, cx, r, o, subj) < 0) return;
+    /* XEP-0045 §8.1: only a subject alone changes the subject; with a body or a thread it is a message */
+    int subject_change = subj && !body && !xml_child(st, "thread", XML_NS_CLIENT);
+    if (subject_change && set_subject(m, cx, r, o, subj) < 0) return;
     xml_node *copy = copy_from_occupant(m, r, o, st);
     if (enc_tree(m, &m->e[0], copy) < 0) { send_error(m, cx, "wait", "resource-constraint", r->jid); return; }
     if (body) {

@@ -388,6 +388,12 @@ static void test_messages(void)
     EXPECT(ROMEO, "<message type='groupchat' from='" R "/Romeo' to='" ROMEO "'><subject>Verona</subject></message>");
     EXPECT(JULIET, "<message type='groupchat' from='" R "/Romeo' to='" JULIET "'><subject>Verona</subject></message>");
     EXPECT_END();
+    /* a subject with a thread (or a body) is an ordinary message, not a subject change (XEP-0045 §8.1): a
+     * participant may send it, and the room's subject stays (the nurse, joining below, gets "Verona") */
+    feed(m, JULIET, "<message to='" R "' type='groupchat'><subject>mine</subject><thread>t1</thread></message>");
+    EXPECT_HAS(ROMEO, "from='" R "/Juliet'", "<thread>t1</thread>");
+    EXPECT_HAS(JULIET, "from='" R "/Juliet'", "<thread>t1</thread>");
+    EXPECT_END();
     /* a non-occupant may not speak */
     feed(m, NURSE, "<message to='" R "' type='groupchat'><body>x</body></message>");
     EXPECT_HAS(NURSE, "type='error'", "<error type='modify' by='" R "'><not-acceptable xmlns='" STZ "'/>");
