@@ -1968,8 +1968,9 @@ static void room_destroy(muc_service *m, room *r, const char *alt, const char *r
     p.destroy = 1;
     p.destroy_jid = alt;
     p.destroy_reason = reason;
+    /* each occupant hears of its own going only, as itself: status 110 (XEP-0045 §10.9, as Prosody does) */
     for (occupant *q = r->first; q; q = q->next) {
-        enc_presence(&m->tmp, r, q, &p, 0, 0);
+        enc_presence(&m->tmp, r, q, &p, 0, 1);
         send_occupant(m, r, q, &m->tmp);
     }
     /* the occupants are gone already; a file left behind brings the room back at the next start */

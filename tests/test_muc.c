@@ -755,9 +755,9 @@ static void test_invites_and_destroy(void)
     feed(m, ROMEO, "<iq id='x' to='" R "' type='set'><query xmlns='http://jabber.org/protocol/muc#owner'>"
                    "<destroy jid='other@conference.localhost'><reason>moving</reason></destroy></query></iq>");
     EXPECT(ROMEO, "<presence from='" R "/Romeo' type='unavailable' to='" ROMEO "'>" XUSER "<item affiliation='none' role='none'/>"
-                  "<destroy jid='other@conference.localhost'><reason>moving</reason></destroy></x></presence>");
+                  "<status code='110'/><destroy jid='other@conference.localhost'><reason>moving</reason></destroy></x></presence>");
     EXPECT(JULIET, "<presence from='" R "/Juliet' type='unavailable' to='" JULIET "'>" XUSER "<item affiliation='none' role='none'/>"
-                   "<destroy jid='other@conference.localhost'><reason>moving</reason></destroy></x></presence>");
+                   "<status code='110'/><destroy jid='other@conference.localhost'><reason>moving</reason></destroy></x></presence>");
     EXPECT(ROMEO, "<iq from='" R "' id='x' type='result' to='" ROMEO "'/>");
     EXPECT_END();
     CHECK_INT(0, muc_room_count(m));
