@@ -355,6 +355,17 @@ static void test_local_bare(void) {
     take(A, &g);
     EXPECT_COUNT(&g, 0, "A, after a message to a bare JID delivered");
 
+    /* XEP-0249: a direct invitation is an ordinary message, delivered with its payload untouched */
+    sendx(A, "<message to='" B_BARE "' id='inv1'><x xmlns='jabber:x:conference' jid='room@conference.localhost' "
+             "password='pw' reason='join us'/></message>");
+    take(B, &g);
+    m = find(&g, "message", "inv1");
+    const xml_node *x = m ? xml_child(m, "x", "jabber:x:conference") : NULL;
+    EXPECT(x && same(xml_attr_get(x, "jid"), "room@conference.localhost") && same(xml_attr_get(x, "password"), "pw") &&
+               same(xml_attr_get(x, "reason"), "join us") && same(xml_attr_get(m, "from"), A_FULL),
+           "expected the invitation <x xmlns='jabber:x:conference' jid password reason/> from " A_FULL ", got: %s",
+           ser(m));
+
     /* a local account that does not exist: service-unavailable from the local domain */
     sendx(A, "<message to='nobody@localhost' type='chat' id='b2'><body>?</body></message>");
     take(A, &g);
