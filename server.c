@@ -1455,7 +1455,7 @@ static void session_outbound_presence(session *s, xml_node *st) {
     }
     int avail = !type[0], unavail = !strcmp(type, "unavailable");
     int local = !strcmp(to.domain, srv->cfg->domain);
-    if (local && !avail && !unavail && strcmp(type, "error") != 0) {
+    if (local && to.local[0] && !avail && !unavail && strcmp(type, "error") != 0) {
         presence_subscription(s, st, &to, type);
         return;
     }

@@ -366,6 +366,12 @@ static void test_local_bare(void) {
            "expected the invitation <x xmlns='jabber:x:conference' jid password reason/> from " A_FULL ", got: %s",
            ser(m));
 
+    /* a presence subscription to the server's own domain is addressed to nobody: no answer at all (and never
+     * one "from" the invalid '@localhost') */
+    sendx(A, "<presence type='subscribe' to='localhost' id='ps1'/>");
+    take(A, &g);
+    EXPECT_COUNT(&g, 0, "A, after a subscription request to the server's domain");
+
     /* a local account that does not exist: service-unavailable from the local domain */
     sendx(A, "<message to='nobody@localhost' type='chat' id='b2'><body>?</body></message>");
     take(A, &g);
