@@ -1435,7 +1435,9 @@ net_conn *net_connect(net_loop *l, const char *addr, int port, int timeout_secs,
         return NULL;
     c->ud = ud;
     c->flags |= F_OUTBOUND | F_CONNECTING | F_POLLOUT;
-    /* one second more: the heap counts whole seconds, so the wait is never shorter than asked */
+    /* one second more: the heap counts whole seconds, so the wait is never shorter than asked; and the
+     * clock read now, not at the start of the turn (or the loop's creation), for the same reason */
+    clock_update(l);
     if (timer_arm(c, l->now + (timeout_secs > 0 ? timeout_secs : NET_CONNECT_TIMEOUT) + 1) < 0) {
         c->flags |= F_NOMEM;        /* reported from the loop, as every outcome is */
         todo_add(c);
