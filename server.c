@@ -218,6 +218,12 @@ static session *session_find(server *srv, const jid *j) {
     return j->local[0] && j->resource[0] ? account_session(account_find(srv, j->local), j->resource) : NULL;
 }
 
+/* the same for a JID as text (NULL or malformed: none) */
+static session *session_named(server *srv, const char *full_jid) {
+    jid j;
+    return jid_parse(full_jid, &j) == 0 ? session_find(srv, &j) : NULL;
+}
+
 /* ---------------------------------------------------------------------------------------------------- */
 /* logs: each line names its connection; at debug level every stanza in and out, secrets blanked         */
 
@@ -331,11 +337,16 @@ static int session_write(session *s, const char *data, size_t len) {
     return 0;
 }
 
-static int session_send_node(session *s, const xml_node *n) {
-    server *srv = s->srv;
+/* n serialized into the server's reused output buffer; NULL when memory ran out */
+static const xml_buf *serialize_out(server *srv, const xml_node *n) {
     xml_buf_reset(&srv->out);
     xml_serialize(&srv->out, n, XML_NS_CLIENT);
-    return srv->out.oom ? -1 : session_write(s, srv->out.data, srv->out.len);
+    return srv->out.oom ? NULL : &srv->out;
+}
+
+static int session_send_node(session *s, const xml_node *n) {
+    const xml_buf *b = serialize_out(s->srv, n);
+    return b ? session_write(s, b->data, b->len) : -1;
 }
 
 /* head + " to='JID'" + tail: a stanza encoded once for many recipients */
@@ -801,9 +812,8 @@ static void stream_send_error(stream *s, const xml_node *st, const char *type, c
     xml_node *r = stanza_error_new(s->srv->arena, st, type, condition, NULL, NULL);
     if (!r) return;
     xml_set_attr(s->srv->arena, r, "to", NULL);
-    xml_buf_reset(&s->srv->out);
-    xml_serialize(&s->srv->out, r, XML_NS_CLIENT);
-    if (!s->srv->out.oom) stream_write(s, s->srv->out.data, s->srv->out.len);
+    const xml_buf *b = serialize_out(s->srv, r);
+    if (b) stream_write(s, b->data, b->len);
 }
 
 static void session_end(session *ss);
@@ -1166,8 +1176,7 @@ static void local_presence(server *srv, xml_node *st, const jid *to) {
         local_presence_to_user(srv, st, to);
         return;
     }
-    jid from;
-    session *s = jid_parse(xml_attr_get(st, "from"), &from) == 0 ? session_find(srv, &from) : NULL;
+    session *s = session_named(srv, xml_attr_get(st, "from"));
     if (s) presence_broadcast(s, st);
 }
 
@@ -2324,16 +2333,14 @@ router *server_router(server *srv) {
 }
 
 int server_session_detach(server *srv, const char *full_jid) {
-    jid j;
-    session *s = jid_parse(full_jid, &j) == 0 ? session_find(srv, &j) : NULL;
+    session *s = session_named(srv, full_jid);
     if (!s || !s->st) return -1;
     session_detach(s);
     return 0;
 }
 
 int server_session_end(server *srv, const char *full_jid) {
-    jid j;
-    session *s = jid_parse(full_jid, &j) == 0 ? session_find(srv, &j) : NULL;
+    session *s = session_named(srv, full_jid);
     if (!s) return -1;
     if (s->st) stream_close(s->st);
     else session_end(s);
@@ -2341,8 +2348,7 @@ int server_session_end(server *srv, const char *full_jid) {
 }
 
 unsigned server_session_held(server *srv, const char *full_jid) {
-    jid j;
-    session *s = jid_parse(full_jid, &j) == 0 ? session_find(srv, &j) : NULL;
+    session *s = session_named(srv, full_jid);
     return s ? s->held_count : 0;
 }
 
