@@ -8,7 +8,7 @@ WARN     = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wno-unused-par
 SAN_FLAGS = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 LDLIBS   = -lssl -lcrypto
 
-CORE_SRCS = net_epoll.c xml.c server.c router.c stanza.c auth.c muc.c jid.c config.c log.c store.c admin.c
+CORE_SRCS = net_epoll.c xml.c server.c router.c stanza.c auth.c muc.c jid.c precis.c config.c log.c store.c admin.c archive.c
 CORE_OBJS = $(CORE_SRCS:%.c=$(BUILD)/%.o)
 TEST_SRCS = $(wildcard tests/test_*.c)
 TEST_BINS = $(TEST_SRCS:tests/%.c=$(BUILD)/%)
@@ -90,9 +90,9 @@ FUZZ_CC      ?= clang
 FUZZ_DIR      = build/fuzz
 FUZZ_FLAGS    = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter -g -O1 -I. \
                 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
-FUZZ_NAMES   ?= xml jid sasl stream admin
+FUZZ_NAMES   ?= xml jid sasl stream admin precis archive
 FUZZ_BINS     = $(FUZZ_NAMES:%=$(FUZZ_DIR)/fuzz_%)
-FUZZ_STREAM_SRCS = server.c router.c stanza.c xml.c auth.c muc.c jid.c config.c log.c store.c admin.c fuzz/fake_net.c
+FUZZ_STREAM_SRCS = server.c router.c stanza.c xml.c auth.c muc.c jid.c precis.c config.c log.c store.c admin.c archive.c fuzz/fake_net.c
 
 $(FUZZ_DIR)/fuzz_xml: fuzz/fuzz_xml.c xml.c $(HEADERS)
 	@mkdir -p $(FUZZ_DIR)
@@ -105,6 +105,14 @@ $(FUZZ_DIR)/fuzz_jid: fuzz/fuzz_jid.c jid.c $(HEADERS)
 $(FUZZ_DIR)/fuzz_sasl: fuzz/fuzz_sasl.c auth.c store.c stanza.c xml.c $(HEADERS)
 	@mkdir -p $(FUZZ_DIR)
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ fuzz/fuzz_sasl.c auth.c store.c stanza.c xml.c $(LDLIBS)
+
+$(FUZZ_DIR)/fuzz_precis: fuzz/fuzz_precis.c precis.c $(HEADERS)
+	@mkdir -p $(FUZZ_DIR)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ fuzz/fuzz_precis.c precis.c
+
+$(FUZZ_DIR)/fuzz_archive: fuzz/fuzz_archive.c archive.c store.c log.c $(HEADERS)
+	@mkdir -p $(FUZZ_DIR)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ fuzz/fuzz_archive.c archive.c store.c log.c
 
 $(FUZZ_DIR)/fuzz_admin: fuzz/fuzz_admin.c admin.c $(HEADERS)
 	@mkdir -p $(FUZZ_DIR)

@@ -54,6 +54,7 @@ void config_defaults(config *c)
     c->muc_default_history = 20;
     c->muc_default_persistent = 0;
     c->muc_default_public = 1;
+    c->muc_lock_timeout = 300;
 }
 
 int config_parse_bool(const char *s)
@@ -136,6 +137,7 @@ static const key_def keys[] = {
     { "muc_default_history", K_INT, FIELD(muc_default_history), 0, 1000000 },
     { "muc_default_persistent", K_BOOL, FIELD(muc_default_persistent), 0, 1 },
     { "muc_default_public", K_BOOL, FIELD(muc_default_public), 0, 1 },
+    { "muc_lock_timeout", K_INT, FIELD(muc_lock_timeout), 0, 86400 },
 };
 #define NKEYS (sizeof keys / sizeof keys[0])
 

@@ -62,8 +62,10 @@ typedef struct room {
     char *jid;                      /* name@domain */
     char *title, *desc, *lang, *password, *subject, *subject_nick;
     unsigned char persistent, public_room, changesubject, allowinvites, allowpm, membersonly,
-                  moderated, whois_anyone, memberlist_roles, destroyed;
+                  moderated, whois_anyone, memberlist_roles, destroyed,
+                  locked;           /* created by a join, not configured yet (XEP-0045 §10.1) */
     int maxusers, histlen, defhist;
+    time_t lock_until;              /* a locked room is destroyed then */
     aff_entry *affs;
     size_t naffs, caffs;
     hist_entry *hist;               /* ring of histlen slots, allocated on the first message */
@@ -91,6 +93,7 @@ struct muc_service {
     enc e[3], tmp, hist;
     room *touched;                  /* room whose dead sessions or emptiness must be handled */
     struct user_rooms **utab;       /* rooms each bare JID is in, for max_rooms_per_user */
+    unsigned nlocked;               /* rooms awaiting their first configuration */
     unsigned long fwd_counter;
 };
 
@@ -111,7 +114,7 @@ typedef struct user_rooms { struct user_rooms *next; unsigned n; char bare[]; } 
 enum setting_kind {
     SK_TEXT,        /* char *, NULL when empty */
     SK_SECRET,      /* the password: text, shown as text-private */
-    SK_PROTECTED,   /* passwordprotectedroom: no storage, derived from the secret (see config_parse) */
+    SK_PROTECTED,   /* passwordprotectedroom: no storage, derived from the secret (see password_rule) */
     SK_BOOL,        /* unsigned char 0 or 1 */
     SK_CHOICE,      /* unsigned char: an index into the row's names */
     SK_ROLES,       /* unsigned char: a set of roles, bit 1 << role */
@@ -779,6 +782,7 @@ static void room_unlink(muc_service *m, room *r)
     for (pp = &m->rooms; *pp && *pp != r; pp = &(*pp)->next) {}
     if (*pp) *pp = r->next;
     m->nrooms--;
+    if (r->locked) m->nlocked--;
     while (r->first) occupant_drop(m, r, r->first);
     room_free(r);
 }
@@ -1007,7 +1011,8 @@ static void room_write(xml_buf *b, const room *r)
 
 static MUST_USE int room_save(muc_service *m, room *r)
 {
-    if (!r->persistent || r->destroyed) return 0;
+    /* a locked room is not kept: it exists once its owner has configured it */
+    if (!r->persistent || r->destroyed || r->locked) return 0;
     xml_buf b;
     char path[4096];
     xml_buf_init(&b);
@@ -1322,7 +1327,35 @@ static void occupant_remove(muc_service *m, room *r, occupant *o, int code, cons
     occupant_leave(m, r, o, &p);
 }
 
-/* sessions whose delivery failed are dropped as if they had left */
+/* An occupant whose client is gone leaves with status 333 (removed because of an error), the error as its
+ * status text. Its last session is still there, so that those who may see real JIDs see whose it was; it is
+ * not told itself: it is what bounced. */
+static void occupant_bounced_out(muc_service *m, room *r, occupant *o, const char *cond, const char *text)
+{
+    xml_buf b;      /* its own: broadcast_presence encodes into every m->e[] */
+    xml_buf_init(&b);
+    xml_buf_puts(&b, "<status>");
+    xml_buf_escape(&b, cond, strlen(cond));
+    if (text && *text) {
+        xml_buf_puts(&b, ": ");
+        xml_buf_escape(&b, text, strlen(text));
+    }
+    xml_buf_puts(&b, "</status>");
+    pres_spec p;
+    memset(&p, 0, sizeof p);
+    p.type = "unavailable";
+    p.payload = b.oom ? NULL : b.data;
+    p.aff = o->aff;
+    p.role = ROLE_NONE;
+    p.codes[0] = 333;
+    p.ncodes = 1;
+    broadcast_presence(m, r, o, &p, 0);
+    occupant_drop(m, r, o);
+    m->touched = r;
+    xml_buf_free(&b);
+}
+
+/* sessions whose delivery failed are dropped as if they had bounced */
 static void room_reap(muc_service *m, room *r)
 {
     for (int guard = 0; r->dead && guard < 100000; guard++) {
@@ -1333,14 +1366,9 @@ static void room_reap(muc_service *m, room *r)
             if (s) break;
         }
         if (!o) { r->dead = 0; break; }
-        session_remove(r, s);
-        if (!o->sessions) {
-            pres_spec p;
-            memset(&p, 0, sizeof p);
-            p.type = "unavailable";
-            p.aff = o->aff;
-            occupant_leave(m, r, o, &p);
-        }
+        /* the session is gone: what the router would have bounced, service-unavailable */
+        if (s == o->sessions && !s->next) occupant_bounced_out(m, r, o, "service-unavailable", NULL);
+        else session_remove(r, s);
     }
 }
 
@@ -1477,6 +1505,8 @@ static void join_output(muc_service *m, room *r, occupant *o, session *s, int cr
 static const char *join_check(muc_service *m, const muc_ctx *cx, room *r, const char *nick, int aff,
                               const xml_node *mucx)
 {
+    /* nobody but an owner enters before the owner has configured the room (as Prosody: item-not-found) */
+    if (r->locked && aff < AFF_OWNER) return "cancel item-not-found";
     if (aff == AFF_OUTCAST) return "auth forbidden";
     if (r->membersonly && aff < AFF_MEMBER) return "auth registration-required";
     const char *holder = reserved_nick_owner(r, nick);
@@ -1554,6 +1584,29 @@ static void presence_nick_change(muc_service *m, const muc_ctx *cx, room *r, occ
     broadcast_presence(m, r, no, &p, 1);
 }
 
+/* locked until its owner submits the configuration form; a room nobody configures goes (muc_service_tick) */
+static void room_lock(muc_service *m, room *r)
+{
+    r->locked = 1;
+    r->lock_until = time(NULL) + m->cfg.lock_timeout;
+    m->nlocked++;
+    if (m->host.wake) m->host.wake(m->host.ud, m->cfg.lock_timeout);
+}
+
+/* a configuration that could not be stored: the room stays as it was, locked, with its deadline */
+static void room_lock_again(muc_service *m, room *r)
+{
+    r->locked = 1;
+    m->nlocked++;
+}
+
+static void room_unlock(muc_service *m, room *r)
+{
+    if (!r->locked) return;
+    r->locked = 0;
+    m->nlocked--;
+}
+
 /* a join to an unknown room creates it, owned by the joiner; NULL (answered) when that is refused */
 static room *room_create(muc_service *m, const muc_ctx *cx)
 {
@@ -1573,7 +1626,8 @@ static room *room_create(muc_service *m, const muc_ctx *cx)
         send_error(m, cx, "wait", "resource-constraint", roomjid);
         return NULL;
     }
-    /* a room persistent from the start is on disk before its creator is in it */
+    if (m->cfg.lock_timeout > 0) room_lock(m, r);
+    /* a room persistent from the start (and not locked) is on disk before its creator is in it */
     if (room_save(m, r) < 0) {
         room_unlink(m, r);
         send_error(m, cx, "wait", "internal-server-error", roomjid);
@@ -1602,6 +1656,38 @@ static void presence_probe(muc_service *m, const muc_ctx *cx, room *r, occupant 
     enc_send_any(m, &m->tmp, cx->full);
 }
 
+/* Errors that mean the occupant's client is not there any more (as Prosody's list): the session is removed.
+ * Any other error (a client refusing one message, say) changes nothing. */
+static const char *const gone_conditions[] = {
+    "gone", "internal-server-error", "item-not-found", "jid-malformed", "recipient-unavailable", "redirect",
+    "remote-server-not-found", "remote-server-timeout", "service-unavailable",
+};
+
+/* the defined condition of an error stanza, "" when it has none that RFC 6120 §8.3.3 names */
+static const char *error_condition(const xml_node *st, const char **text)
+{
+    const xml_node *e = xml_child(st, "error", NULL);
+    const xml_node *t = e ? xml_child(e, "text", NS_STANZAS) : NULL;
+    *text = t ? xml_text(t) : NULL;
+    for (const xml_node *c = e ? e->children : NULL; c; c = c->next)
+        if (c->name && c->ns && !strcmp(c->ns, NS_STANZAS) && strcmp(c->name, "text")) return c->name;
+    return "";
+}
+
+/* an error from an occupant's client, in answer to what the room relayed to it */
+static void session_bounced(muc_service *m, const muc_ctx *cx, room *r)
+{
+    session *s = r ? find_session(r, cx->full) : NULL;
+    if (!s) return;
+    const char *text, *cond = error_condition(cx->st, &text);
+    /* no condition at all is a broken error: the client is not one to keep relaying to (as Prosody) */
+    if (*cond && str_in(cond, gone_conditions, (int)(sizeof gone_conditions / sizeof *gone_conditions)) < 0) return;
+    occupant *o = s->occ;
+    if (s == o->sessions && !s->next) occupant_bounced_out(m, r, o, *cond ? cond : "undefined-condition", text);
+    else session_remove(r, s);
+    m->touched = r;
+}
+
 static void handle_presence(muc_service *m, const muc_ctx *cx, room *r)
 {
     const char *type = xml_attr_get(cx->st, "type"), *nick = cx->to.resource;
@@ -1609,7 +1695,8 @@ static void handle_presence(muc_service *m, const muc_ctx *cx, room *r)
     occupant *o = s ? s->occ : NULL;
 
     if (type && !strcmp(type, "probe")) { presence_probe(m, cx, r, o, nick); return; }
-    if (type && (!strcmp(type, "unavailable") || !strcmp(type, "error"))) {
+    if (type && !strcmp(type, "error")) { session_bounced(m, cx, r); return; }
+    if (type && !strcmp(type, "unavailable")) {
         if (!o) return;
         if (o->sessions->next) { session_leave(m, r, o, s); return; }
         store_payload_or_log(m, o, cx->st);
@@ -1790,7 +1877,7 @@ static void handle_private(muc_service *m, const muc_ctx *cx, room *r, occupant 
 static void handle_message(muc_service *m, const muc_ctx *cx, room *r)
 {
     const char *type = stanza_type(cx->st), *nick = cx->to.resource;
-    if (!strcmp(type, "error")) return;
+    if (!strcmp(type, "error")) { session_bounced(m, cx, r); return; }
     if (!r) { send_error(m, cx, "cancel", "item-not-found", NULL); return; }
     session *s = find_session(r, cx->full);
     occupant *o = s ? s->occ : NULL;
@@ -1907,9 +1994,24 @@ static const char *setting_parse(const muc_service *m, const setting *s, const x
     return err;
 }
 
+/* The password as clients submit it: the whole form comes back with every field's current value, so the
+ * protection box is often sent unchanged while the user typed a secret. Turning protection off clears the
+ * secret; otherwise a non-empty secret protects the room and an empty one does not, and protection asked
+ * for with no secret is refused. NULL or the error condition. */
+static const char *password_rule(const room *r, setting_value *vals)
+{
+    setting_value *p = &vals[setting_index_of_kind(SK_PROTECTED)], *sec = &vals[setting_index_of_kind(SK_SECRET)];
+    int was = r->password && *r->password;
+    const char *secret = sec->given ? sec->str : was ? r->password : "";
+    if (!p->given) return NULL;
+    if (p->num && !*secret) return "not-acceptable";
+    if (!p->num && was) { sec->given = 1; sec->str = ""; }
+    return NULL;
+}
+
 /* validates a submitted form into vals (one per setting; fields not given stay not given); NULL or the
  * error condition */
-static const char *config_parse(const muc_service *m, const xml_node *x, setting_value *vals)
+static const char *config_parse(const muc_service *m, const room *r, const xml_node *x, setting_value *vals)
 {
     memset(vals, 0, NSETTINGS * sizeof *vals);
     for (const xml_node *f = xml_child(x, "field", NS_XDATA); f; f = xml_next_child(f, "field", NS_XDATA)) {
@@ -1924,10 +2026,7 @@ static const char *config_parse(const muc_service *m, const xml_node *x, setting
         const setting *s = strncmp(var, CONFIG_VAR, pl) ? NULL : setting_by_var(var + pl);
         if (s && (err = setting_parse(m, s, f, &vals[s - settings]))) return err;
     }
-    /* turning protection off clears the secret, whatever secret came with it */
-    size_t p = setting_index_of_kind(SK_PROTECTED), sec = setting_index_of_kind(SK_SECRET);
-    if (vals[p].given && vals[p].num == 0) { vals[sec].given = 1; vals[sec].str = ""; }
-    return NULL;
+    return password_rule(r, vals);
 }
 
 /* 1 when the room's value changed, 0 when it was the same, -1 on out of memory */
@@ -2007,14 +2106,20 @@ static void remove_nonmembers(muc_service *m, room *r)
 
 static void config_apply(muc_service *m, const muc_ctx *cx, room *r, const setting_value *vals)
 {
-    int was_anyone = r->whois_anyone, was_members = r->membersonly, changed = 0;
+    int was_anyone = r->whois_anyone, was_members = r->membersonly, was_locked = r->locked, changed = 0;
     room_snapshot s;
     /* always a snapshot: the form may make a temporary room persistent, and may fail half-applied */
     if (snapshot_begin(r, &s, 1) < 0 || (changed = settings_apply(r, vals)) < 0) {
         change_fail(m, cx, r, &s);
         return;
     }
-    if (change_commit(m, cx, r, &s) < 0) return;
+    /* any submitted form, the empty one of an instant room too, unlocks (§10.1.2, §10.1.3); unlocked first,
+     * so that a persistent room is written now */
+    room_unlock(m, r);
+    if (change_commit(m, cx, r, &s) < 0) {
+        if (was_locked) room_lock_again(m, r);
+        return;
+    }
     send_result(m, cx, NULL);
     if (changed) announce_config(m, r, was_anyone);
     if (r->membersonly && !was_members) remove_nonmembers(m, r);
@@ -2040,10 +2145,15 @@ static void handle_owner(muc_service *m, const muc_ctx *cx, room *r, const xml_n
     const xml_node *x = xml_child(q, "x", NS_XDATA);
     if (!x) { send_error(m, cx, "modify", "bad-request", r->jid); return; }
     const char *ftype = xml_attr_get(x, "type");
-    if (ftype && !strcmp(ftype, "cancel")) { send_result(m, cx, NULL); return; }
+    if (ftype && !strcmp(ftype, "cancel")) {
+        /* the creator who cancels the initial configuration does not want the room (§10.1.3) */
+        if (r->locked) room_destroy(m, r, NULL, NULL);
+        send_result(m, cx, NULL);
+        return;
+    }
     if (!ftype || strcmp(ftype, "submit")) { send_error(m, cx, "modify", "bad-request", r->jid); return; }
     setting_value vals[NSETTINGS];
-    const char *cond = config_parse(m, x, vals);
+    const char *cond = config_parse(m, r, x, vals);
     if (cond) { send_error(m, cx, "modify", cond, r->jid); return; }
     config_apply(m, cx, r, vals);
 }
@@ -2611,6 +2721,24 @@ void muc_handle_stanza(muc_service *m, const xml_node *st)
     }
     room_settle(m);
     m->tree_oom = 0;
+    xml_arena_reset(m->arena);
+}
+
+/* locked rooms whose time is up are destroyed; asks to be woken for the next one */
+void muc_service_tick(muc_service *m, time_t now)
+{
+    if (!m || !m->nlocked) return;
+    time_t next = 0;
+    room *nx;
+    for (room *r = m->rooms; r; r = nx) {
+        nx = r->next;       /* room_settle frees a destroyed room, and only it */
+        if (!r->locked) continue;
+        if (r->lock_until <= now) {
+            room_destroy(m, r, NULL, "The room was not configured in time");
+            room_settle(m);
+        } else if (!next || r->lock_until < next) next = r->lock_until;
+    }
+    if (next && m->host.wake) m->host.wake(m->host.ud, (int)(next - now));
     xml_arena_reset(m->arena);
 }
 

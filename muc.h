@@ -4,6 +4,7 @@
 #define COUPLET_MUC_H
 
 #include <stddef.h>
+#include <time.h>
 #include "xml.h"
 
 typedef struct muc_host {
@@ -14,6 +15,9 @@ typedef struct muc_host {
     int (*deliver)(void *ud, const char *to, const char *head, size_t headlen, const char *tail, size_t taillen);
     /* 1 if this bare JID is a server admin (may create rooms when creation is restricted, owns all rooms) */
     int (*is_admin)(void *ud, const char *bare_jid);
+    /* Call muc_service_tick about secs seconds from now (a locked room's deadline). May be NULL: then
+     * rooms nobody configures stay locked until their owner leaves. */
+    void (*wake)(void *ud, int secs);
 } muc_host;
 
 typedef struct muc_config {
@@ -28,6 +32,7 @@ typedef struct muc_config {
     int default_history;
     int default_persistent;
     int default_public;
+    int lock_timeout;           /* seconds a room created by a join stays locked unconfigured; 0: no locking */
 } muc_config;
 
 typedef struct muc_service muc_service;
@@ -43,6 +48,8 @@ void muc_service_set_config(muc_service *m, const muc_config *cfg);
 /* A stanza whose 'to' is the service domain (or a JID at it). 'from' has already been stamped by the
  * server with the sender's full JID. The tree is only valid during the call. */
 void muc_handle_stanza(muc_service *m, const xml_node *stanza);
+/* Time passed: locked rooms nobody configured by now are destroyed. */
+void muc_service_tick(muc_service *m, time_t now);
 /* Persist every persistent room now (shutdown). */
 int muc_service_flush(muc_service *m);
 size_t muc_room_count(const muc_service *m);

@@ -187,6 +187,7 @@ struct net_loop {
     long long mono_ms;      /* monotonic, for the stop grace */
     long long stop_at_ms;
     time_t accept_paused_until;     /* fd exhaustion: listeners muted until then */
+    time_t alarm_at;        /* net_loop_alarm: on_alarm is due then (0: not armed) */
     time_t last_full_log, last_emfile_log, last_per_ip_log;
     net_listener listeners[NET_MAX_LISTENERS];
     int nlisteners;
@@ -1962,6 +1963,23 @@ static void dispatch(net_loop *l, const struct epoll_event *ev)
         conn_on_readable(c);
 }
 
+/* the loop wakes at least once a second (loop_timeout), so a second's resolution needs no timer of its own */
+static void alarm_fire(net_loop *l)
+{
+    if (!l->alarm_at || l->now < l->alarm_at || l->stopping)
+        return;
+    l->alarm_at = 0;
+    if (l->h.on_alarm)
+        l->h.on_alarm(l->h.ud, l->now);
+}
+
+void net_loop_alarm(net_loop *l, int secs)
+{
+    time_t at = l->now + (secs > 0 ? secs : 0);
+    if (!l->alarm_at || at < l->alarm_at)
+        l->alarm_at = at;
+}
+
 int net_loop_run(net_loop *l)
 {
     struct epoll_event evs[NET_MAX_EVENTS];
@@ -1983,6 +2001,7 @@ int net_loop_run(net_loop *l)
             dispatch(l, &evs[i]);
         throttled_revisit(l);
         timers_fire(l);
+        alarm_fire(l);
         todo_run(l);
         heap_trim_if_due(l);
     }

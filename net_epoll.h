@@ -20,7 +20,7 @@ typedef struct net_loop net_loop;
 typedef struct net_conn net_conn;
 
 typedef struct net_handlers {
-    void *ud;                   /* passed to on_open, on_tick and on_signal */
+    void *ud;                   /* passed to on_open, on_signal and on_alarm */
     /* A connection was accepted on a listener (tag as given to net_listen). Return the connection's
      * user data, or NULL to refuse it (it is closed at once, on_close is not called). */
     void *(*on_open)(void *ud, net_conn *c, int tag);
@@ -43,6 +43,8 @@ typedef struct net_handlers {
      * flag: on_open is asked for a ud and may refuse, whereas here the ud is the caller's from the
      * start, and a failure needs a reason. */
     void (*on_connect)(void *conn_ud, net_conn *c, int ok, const char *why);
+    /* The loop's one alarm (net_loop_alarm) is due. */
+    void (*on_alarm)(void *ud, time_t now);
 } net_handlers;
 
 typedef struct net_options {
@@ -95,6 +97,10 @@ int net_watch(net_loop *l, int fd, void (*ready)(void *ud), void *ud);
 int net_loop_run(net_loop *l);
 /* Stop after queued output is flushed (bounded: at most about 2 s). Safe to call from handlers. */
 void net_loop_stop(net_loop *l);
+/* Call on_alarm once, `secs` seconds from now (to the second), or earlier if it was already armed for
+ * earlier. One alarm for the whole loop: for the few things that time out without a connection of their own
+ * (a room nobody configures). */
+void net_loop_alarm(net_loop *l, int secs);
 time_t net_now(const net_loop *l);  /* cached wall-clock seconds of the current loop turn */
 
 /* Queue bytes for the peer. Writes are coalesced and flushed at the end of the loop turn.

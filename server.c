@@ -1841,7 +1841,7 @@ static muc_config muc_config_of(const config *cfg) {
         .max_occupants = cfg->muc_max_occupants, .max_history = cfg->muc_max_history,
         .max_rooms_per_user = cfg->muc_max_rooms_per_user,
         .default_history = cfg->muc_default_history, .default_persistent = cfg->muc_default_persistent,
-        .default_public = cfg->muc_default_public,
+        .default_public = cfg->muc_default_public, .lock_timeout = cfg->muc_lock_timeout,
     };
     return mc;
 }
@@ -1886,6 +1886,11 @@ static void server_reload(server *srv) {
     log_info("SIGHUP: configuration reloaded from %s", srv->config_path);
 }
 
+static void on_alarm(void *ud, time_t now) {
+    server *srv = ud;
+    muc_service_tick(srv->muc, now);
+}
+
 static void on_signal(void *ud, int signo) {
     server *srv = ud;
     if (signo == SIGHUP) {
@@ -1919,6 +1924,12 @@ static int muc_deliver(void *ud, const char *to, const char *head, size_t hl, co
     for (session *t = a ? a->sessions : NULL; best >= 0 && t; t = t->acct_next)
         if (t->available && t->priority == best && session_write_spliced(t, to, head, hl, tail, tl) == 0) n++;
     return n ? 0 : -1;
+}
+
+/* the MUC service wants muc_service_tick later; muc_service_new may ask before the loop exists */
+static void muc_wake(void *ud, int secs) {
+    server *srv = ud;
+    if (srv->loop) net_loop_alarm(srv->loop, secs);
 }
 
 static int muc_is_admin(void *ud, const char *bare) {
@@ -2280,7 +2291,7 @@ server *server_new(const config *conf, const char *config_path, char *err, size_
         return NULL;
     }
     muc_config mc = muc_config_of(cfg);
-    muc_host mh = {.ud = srv, .deliver = muc_deliver, .is_admin = muc_is_admin};
+    muc_host mh = {.ud = srv, .deliver = muc_deliver, .is_admin = muc_is_admin, .wake = muc_wake};
     srv->muc = muc_service_new(&mc, &mh, err, errlen);
     if (!srv->muc) {
         server_free(srv);
@@ -2294,7 +2305,8 @@ server *server_new(const config *conf, const char *config_path, char *err, size_
         return NULL;
     }
     net_handlers h = {.ud = srv, .on_open = on_open, .on_data = on_data, .on_close = on_close,
-                      .on_timer = on_timer, .on_signal = on_signal, .on_overflow = on_overflow};
+                      .on_timer = on_timer, .on_signal = on_signal, .on_overflow = on_overflow,
+                      .on_alarm = on_alarm};
     net_options o = server_net_options(cfg);
     srv->loop = net_loop_new(&h, &o);
     if (!srv->loop) {

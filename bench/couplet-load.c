@@ -930,6 +930,8 @@ static void on_roster_presence(conn *c, const char *p, size_t n)
     pres_progress(who, seq, 0);
 }
 
+static void room_entered(conn *c);
+
 static void on_presence(conn *c, const char *p, size_t n)
 {
     if (opt.workload == W_PRESENCE) { on_roster_presence(c, p, n); return; }
@@ -944,10 +946,21 @@ static void on_presence(conn *c, const char *p, size_t n)
         return;
     }
     if (find_in(p, n, "code='110'") || find_in(p, n, "code=\"110\"")) {
-        c->in_room = 1;
-        room_size[c->room]++;
-        st.joined++;
+        /* a new room is locked until its owner configures it (XEP-0045 §10.1): accept the defaults first */
+        if (find_in(p, n, "code='201'") || find_in(p, n, "code=\"201\"")) {
+            conn_sendf(c, "<iq type='set' id='instant' to='room%d@%s'><query xmlns='http://jabber.org/protocol/muc#owner'>"
+                          "<x xmlns='jabber:x:data' type='submit'/></query></iq>", c->room, opt.muc_domain);
+            return;
+        }
+        room_entered(c);
     }
+}
+
+static void room_entered(conn *c)
+{
+    c->in_room = 1;
+    room_size[c->room]++;
+    st.joined++;
 }
 
 /* One complete top-level element. Returns -1 if the connection is gone. */
@@ -1027,6 +1040,14 @@ static int on_element(conn *c, const char *p, size_t n)
             /* answer pings so that other servers do not drop us; ignore the rest */
             char type[16] = "", id[64] = "", from[300] = "";
             attr_get(p, n, "type", type, sizeof type);
+            if (!c->in_room && c->room >= 0 && attr_get(p, n, "id", id, sizeof id) && !strcmp(id, "instant")) {
+                if (!strcmp(type, "result")) room_entered(c);
+                else {
+                    st.join_failed++;
+                    note_error("instant room refused: %.*s", (int)(n > 150 ? 150 : n), p);
+                }
+                return 0;
+            }
             if ((!strcmp(type, "get") || !strcmp(type, "set")) && attr_get(p, n, "id", id, sizeof id)) {
                 if (attr_get(p, n, "from", from, sizeof from))
                     return conn_sendf(c, "<iq type='result' id='%s' to='%s'/>", id, from);
@@ -1734,13 +1755,25 @@ int main(int argc, char **argv)
     case W_MUC:
     case W_MIXED: {
         if (opt.workload != W_CHAT) {
+            /* each room's first occupant creates it and unlocks it, then everyone else comes in */
+            int *creator = malloc((size_t)opt.rooms * sizeof *creator);
+            if (!creator) { perror("couplet-load"); exit(2); }
+            for (int r = 0; r < opt.rooms; r++) creator[r] = -1;
             for (int i = 0; i < opt.sessions; i++)
-                if (conns[i].room >= 0 && conns[i].state == C_ACTIVE) room_join(&conns[i]);
-            uint64_t want = 0;
-            for (int i = 0; i < opt.sessions; i++) want += conns[i].room >= 0 && conns[i].state == C_ACTIVE;
-            uint64_t t_join = now_ns();
-            while (!over_time() && st.joined + st.join_failed < want && now_ns() - t_join < 60000000000ull)
-                loop_once(NULL);
+                if (conns[i].room >= 0 && conns[i].state == C_ACTIVE && creator[conns[i].room] < 0)
+                    creator[conns[i].room] = i;
+            uint64_t want = 0, t_join = now_ns();
+            for (int pass = 0; pass < 2; pass++) {
+                for (int i = 0; i < opt.sessions; i++) {
+                    conn *c = &conns[i];
+                    if (c->room < 0 || c->state != C_ACTIVE || (creator[c->room] == i) != (pass == 0)) continue;
+                    room_join(c);
+                    want++;
+                }
+                while (!over_time() && st.joined + st.join_failed < want && now_ns() - t_join < 60000000000ull)
+                    loop_once(NULL);
+            }
+            free(creator);
             progress("rooms joined");
             run_for(0.3, NULL);         /* let the join presence storm drain */
         }

@@ -36,6 +36,7 @@ struct net_loop {
     net_handlers h;
     net_options o;
     time_t now;
+    time_t alarm_at;            /* net_loop_alarm (0: not armed) */
     int tls_ready, stopped;
     int listener_tls[FAKE_MAX_LISTENERS], nlisteners, listener_tag[FAKE_MAX_LISTENERS];
     net_conn *conns[FAKE_MAX_CONNS];
@@ -126,6 +127,20 @@ int net_loop_run(net_loop *l) {
 
 void net_loop_stop(net_loop *l) {
     l->stopped = 1;
+}
+
+void net_loop_alarm(net_loop *l, int secs) {
+    time_t at = l->now + (secs > 0 ? secs : 0);
+    if (!l->alarm_at || at < l->alarm_at) l->alarm_at = at;
+}
+
+int fake_fire_alarm(void) {
+    net_loop *l = the_loop;
+    if (!l || !l->alarm_at) return 0;
+    if (l->now < l->alarm_at) l->now = l->alarm_at;
+    l->alarm_at = 0;
+    if (l->h.on_alarm) l->h.on_alarm(l->h.ud, l->now);
+    return 1;
 }
 
 time_t net_now(const net_loop *l) {

@@ -24,6 +24,8 @@ net_conn *fake_conn(unsigned id);
 void fake_deliver(net_conn *c, const char *data, size_t len);
 /* If the connection's timer is armed, advance the clock to it and call on_timer. */
 void fake_fire_timer(net_conn *c);
+/* If the loop's alarm is armed, advance the clock to it and call on_alarm; 0 when it was not armed. */
+int fake_fire_alarm(void);
 /* The peer stopped (0) or resumed (1) reading: unread output accumulates toward max_output. */
 void fake_set_reading(net_conn *c, int reading);
 /* The peer hung up: on_close now. */

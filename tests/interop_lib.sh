@@ -276,6 +276,8 @@ il_start_with_bob() {
     il_line_send bob "join vault@conference.localhost Keeper"
     il_line_send bob "secret vault@conference.localhost sesame"
     il_line_expect bob "^configured vault@" 5 || il_step "helper creates a password-protected room" fail "" "$T/bob.out" "$T/bob.trace"
+    # a new room is locked until its owner configures it: bob accepts garden's defaults (an instant room)
+    il_line_expect bob "^joined garden@" 5 || il_step "helper creates an instant room" fail "" "$T/bob.out" "$T/bob.trace"
     return 0
 }
 

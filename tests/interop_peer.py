@@ -103,6 +103,10 @@ class Peer(slixmpp.ClientXMPP):
         x = pres.xml.find("{%s}x" % NS_MUC_USER)
         if x is not None and pres["type"] != "unavailable":
             codes = [s.get("code") for s in x.findall("{%s}status" % NS_MUC_USER)]
+            if "110" in codes and "201" in codes:
+                # a new room is locked until its owner configures it: take the defaults (an instant room)
+                asyncio.ensure_future(self.instant(frm.bare))
+                return
             if "110" in codes:
                 event("joined", frm.bare)
                 return
@@ -115,6 +119,13 @@ class Peer(slixmpp.ClientXMPP):
         if password:
             slixmpp.xmlstream.ET.SubElement(x, "{http://jabber.org/protocol/muc}password").text = password
         pres.send()
+
+    async def instant(self, room):
+        try:
+            await self["xep_0045"].set_room_config(room, self["xep_0004"].make_form(ftype="submit"), timeout=5)
+            event("joined", room)
+        except (slixmpp.exceptions.IqError, slixmpp.exceptions.IqTimeout) as e:
+            event("joinerror", room, "instant room: %s" % e)
 
     async def secret(self, room, password):
         form = self["xep_0004"].make_form(ftype="submit")

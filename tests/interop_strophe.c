@@ -137,6 +137,29 @@ static int on_message(xmpp_conn_t *conn, xmpp_stanza_t *st, void *ud) {
     return 1;
 }
 
+static int on_instant(xmpp_conn_t *conn, xmpp_stanza_t *st, void *ud) {
+    const char *type = xmpp_stanza_get_type(st), *from = xmpp_stanza_get_from(st);
+    if (type && !strcmp(type, "result"))
+        event("joined %s", from ? from : "-");
+    else
+        event("joinerror %s %s", from ? from : "-", error_condition(st));
+    return 0;
+}
+
+/* the muc#owner form submitted empty: the room's defaults are accepted (XEP-0045 §10.1.2) */
+static void send_instant(client *cl, const char *room) {
+    char id[32];
+    snprintf(id, sizeof id, "instant%u", cl->next_id++);
+    xmpp_stanza_t *iq = xmpp_iq_new(cl->ctx, "set", id);
+    xmpp_stanza_set_to(iq, room);
+    xmpp_stanza_t *q = child_ns(cl->ctx, iq, "query", NS_MUC_OWNER);
+    xmpp_stanza_t *x = child_ns(cl->ctx, q, "x", NS_DATA);
+    xmpp_stanza_set_type(x, "submit");
+    xmpp_id_handler_add(cl->conn, on_instant, id, cl);
+    xmpp_send(cl->conn, iq);
+    xmpp_stanza_release(iq);
+}
+
 static int on_presence(xmpp_conn_t *conn, xmpp_stanza_t *st, void *ud) {
     const char *type = xmpp_stanza_get_type(st), *from = xmpp_stanza_get_from(st);
     if (!from) return 1;
@@ -147,15 +170,21 @@ static int on_presence(xmpp_conn_t *conn, xmpp_stanza_t *st, void *ud) {
         xmpp_free(xmpp_conn_get_context(conn), room);
         return 1;
     }
-    if (x) {
+    if (x && !(type && !strcmp(type, "unavailable"))) {
+        int self = 0, created = 0;
         for (xmpp_stanza_t *s = xmpp_stanza_get_children(x); s; s = xmpp_stanza_get_next(s)) {
             const char *name = xmpp_stanza_get_name(s), *code = xmpp_stanza_get_attribute(s, "code");
-            if (name && code && !strcmp(name, "status") && !strcmp(code, "110") && !(type && !strcmp(type, "unavailable"))) {
-                char *room = xmpp_jid_bare(xmpp_conn_get_context(conn), from);
-                event("joined %s", room ? room : from);
-                xmpp_free(xmpp_conn_get_context(conn), room);
-                return 1;
-            }
+            if (!name || !code || strcmp(name, "status")) continue;
+            self |= !strcmp(code, "110");
+            created |= !strcmp(code, "201");
+        }
+        if (self) {
+            char *room = xmpp_jid_bare(xmpp_conn_get_context(conn), from);
+            /* a new room is locked until its owner configures it: take the defaults (an instant room) */
+            if (created) send_instant(ud, room ? room : from);
+            else event("joined %s", room ? room : from);
+            xmpp_free(xmpp_conn_get_context(conn), room);
+            return 1;
         }
     }
     event("presence %s %s", from, type ? type : "available");

@@ -59,6 +59,8 @@ done
 run "install" sh tests/install_check.sh "$1"
 # docs/TOUR.md names functions: each must still exist
 run "tour" sh tests/tour_check.sh
+# kill -9 and torn-tail test of the room message archive (builds its own driver with $CC)
+run "archive crash" timeout 120 sh tests/archive_crash.sh
 # a real client library against the plain build (Debian's python3-slixmpp; .ci/run installs it)
 if [ -n "$VALGRIND" ]; then
     :   # a real client adds nothing to a valgrind run

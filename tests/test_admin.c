@@ -403,7 +403,14 @@ static int join_room(client *c, const char *room, const char *nick) {
     snprintf(xml, sizeof xml, "<presence to='%s@conference.localhost/%s'><x xmlns='http://jabber.org/protocol/muc'/>"
                               "</presence>", room, nick);
     send_str(c->fd, xml);
-    return client_expect(c, "<subject");
+    if (!client_expect(c, "<subject")) return 0;
+    if (!strstr(c->buf, "code='201'")) return 1;
+    /* a room just created is locked until its owner accepts the defaults (an instant room, XEP-0045 §10.1.2) */
+    snprintf(xml, sizeof xml, "<iq type='set' id='instant' to='%s@conference.localhost'><query "
+                              "xmlns='http://jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' type='submit'/>"
+                              "</query></iq>", room);
+    send_str(c->fd, xml);
+    return client_expect(c, "id='instant' type='result'");
 }
 
 static void test_commands(void) {

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define R "room@conference.localhost"
@@ -154,7 +155,7 @@ static muc_config test_config(int create_rooms)
 
 static muc_service *service_from(const muc_config *cfg)
 {
-    static muc_host host = { NULL, fake_deliver, fake_is_admin };
+    static muc_host host = { .ud = NULL, .deliver = fake_deliver, .is_admin = fake_is_admin };
     char err[512] = "";
     muc_service *m = muc_service_new(cfg, &host, err, sizeof err);
     CHECK(m != NULL, "muc_service_new: %s", err);
@@ -298,6 +299,102 @@ static void test_password(void)
     EXPECT_HAS(JULIET, "<subject/>");
     EXPECT_HAS(ROMEO, "from='" R "/Juliet'");
     EXPECT_END();
+    muc_service_free(m);
+}
+
+/* the password as a client submits it: the whole form back, the protection box unchanged */
+#define PW_FIELDS(prot, secret) "<field var='muc#roomconfig_passwordprotectedroom'><value>" prot "</value></field>" \
+    "<field var='muc#roomconfig_roomsecret'><value>" secret "</value></field>"
+#define DISCO_INFO(id) "<iq id='" id "' to='" R "' type='get'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>"
+static void test_password_form(void)
+{
+    muc_service *m = service(1);
+    feed(m, ROMEO, JOIN(ROMEO, "Romeo"));
+    /* a secret typed, the box left as it was (0): the room is protected */
+    feed(m, ROMEO, CONFIG_SET("f1", "<field var='muc#roomconfig_roomname'><value>Vault</value></field>" PW_FIELDS("0", "sesame")));
+    EXPECT(ROMEO, "<iq from='" R "' id='f1' type='result' to='" ROMEO "'/>");
+    EXPECT_HAS(ROMEO, "<status code='104'/>");
+    EXPECT_END();
+    feed(m, JULIET, JOIN(JULIET, "Juliet"));
+    EXPECT_HAS(JULIET, "type='error'", "<not-authorized");
+    EXPECT_END();
+    feed(m, NURSE, DISCO_INFO("d1"));
+    EXPECT_HAS(NURSE, "<feature var='muc_passwordprotected'/>");
+    EXPECT_END();
+    feed(m, ROMEO, "<iq id='g' to='" R "' type='get'><query xmlns='http://jabber.org/protocol/muc#owner'/></iq>");
+    EXPECT_HAS(ROMEO, "<field var='muc#roomconfig_passwordprotectedroom' type='boolean' label='Password protected'><value>1</value>",
+               "<field var='muc#roomconfig_roomsecret' type='text-private' label='Password'><value>sesame</value>");
+    EXPECT_END();
+    /* protection asked for with an empty secret: refused, nothing changes */
+    feed(m, ROMEO, CONFIG_SET("f2", PW_FIELDS("1", "")));
+    EXPECT(ROMEO, "<iq from='" R "' id='f2' type='error' to='" ROMEO "'><error type='modify' by='" R "'>"
+                  "<not-acceptable xmlns='" STZ "'/></error></iq>");
+    EXPECT_END();
+    feed(m, JULIET, "<presence to='" R "/Juliet'><x xmlns='http://jabber.org/protocol/muc'><password>sesame</password></x></presence>");
+    EXPECT_HAS(JULIET, "from='" R "/Romeo'");
+    EXPECT_HAS(JULIET, "from='" R "/Juliet'", "<status code='110'/>");
+    feed(m, JULIET, "<presence type='unavailable' to='" R "'/>");
+    /* the box unticked, the old secret still in the form: unprotected */
+    feed(m, ROMEO, CONFIG_SET("f3", PW_FIELDS("0", "sesame")));
+    EXPECT(ROMEO, "<iq from='" R "' id='f3' type='result' to='" ROMEO "'/>");
+    feed(m, NURSE, DISCO_INFO("d2"));
+    EXPECT_HAS(NURSE, "<feature var='muc_unsecured'/>");
+    EXPECT_END();
+    feed(m, JULIET, JOIN(JULIET, "Juliet"));
+    EXPECT_HAS(JULIET, "from='" R "/Romeo'");
+    feed(m, JULIET, "<presence type='unavailable' to='" R "'/>");
+    /* ticked with a new secret: protected by it */
+    feed(m, ROMEO, CONFIG_SET("f4", PW_FIELDS("1", "open")));
+    EXPECT(ROMEO, "<iq from='" R "' id='f4' type='result' to='" ROMEO "'/>");
+    feed(m, JULIET, "<presence to='" R "/Juliet'><x xmlns='http://jabber.org/protocol/muc'><password>sesame</password></x></presence>");
+    EXPECT_HAS(JULIET, "type='error'", "<not-authorized");
+    EXPECT_END();
+    /* the secret cleared, the box left ticked: refused too (protection with no secret) */
+    feed(m, ROMEO, CONFIG_SET("f5", PW_FIELDS("1", "")));
+    EXPECT_HAS(ROMEO, "type='error'", "<not-acceptable");
+    EXPECT_END();
+    /* the secret alone cleared (no box in the form): unprotected, as the founding scenario does */
+    feed(m, ROMEO, CONFIG_SET("f6", "<field var='muc#roomconfig_roomsecret'/>"));
+    EXPECT(ROMEO, "<iq from='" R "' id='f6' type='result' to='" ROMEO "'/>");
+    feed(m, NURSE, DISCO_INFO("d3"));
+    EXPECT_HAS(NURSE, "<feature var='muc_unsecured'/>");
+    EXPECT_END();
+    muc_service_free(m);
+}
+
+/* an occupant whose client bounces what the room relays is removed with 333 (as Prosody); other errors are not */
+#define BOUNCE(kind, to, cond) "<" kind " type='error' to='" to "'><error type='cancel'>" cond "</error></" kind ">"
+static void test_bounces(void)
+{
+    muc_service *m = service(1);
+    create_room_with_juliet(m);
+    /* a refusal of one message keeps the occupant */
+    feed(m, JULIET, BOUNCE("message", R "/Romeo", "<not-acceptable xmlns='" STZ "'/>"));
+    EXPECT_END();
+    /* an error from someone who is not in the room changes nothing */
+    feed(m, NURSE, BOUNCE("message", R "/Romeo", "<service-unavailable xmlns='" STZ "'/>"));
+    EXPECT_END();
+    /* a second session of Juliet's bounces: only that session goes, nobody is told */
+    feed(m, "juliet@localhost/j2", JOIN(JULIET, "Juliet"));
+    clear_recs();
+    feed(m, "juliet@localhost/j2", BOUNCE("message", R "/Romeo", "<recipient-unavailable xmlns='" STZ "'/>"));
+    EXPECT_END();
+    feed(m, ROMEO, "<message to='" R "' type='groupchat'><body>still there?</body></message>");
+    EXPECT_HAS(ROMEO, "<body>still there?</body>");
+    EXPECT_HAS(JULIET, "<body>still there?</body>");
+    EXPECT_END();
+    /* her last session bounces a private message: she leaves with 333 and the error as her status */
+    feed(m, JULIET, BOUNCE("message", R "/Romeo", "<service-unavailable xmlns='" STZ "'/><text xmlns='" STZ "'>gone &amp; away</text>"));
+    EXPECT(ROMEO, "<presence from='" R "/Juliet' type='unavailable' to='" ROMEO "'><status>service-unavailable: gone &amp; away</status>"
+                  XUSER "<item jid='" JULIET "' affiliation='none' role='none'/><status code='333'/></x></presence>");
+    EXPECT_END();
+    /* a presence error counts the same */
+    feed(m, JULIET, JOIN(JULIET, "Juliet"));
+    clear_recs();
+    feed(m, JULIET, BOUNCE("presence", R "/Romeo", "<remote-server-not-found xmlns='" STZ "'/>"));
+    EXPECT_HAS(ROMEO, "from='" R "/Juliet' type='unavailable'", "<status>remote-server-not-found</status>", "<status code='333'/>");
+    EXPECT_END();
+    CHECK_INT(1, muc_room_count(m));
     muc_service_free(m);
 }
 
@@ -545,7 +642,8 @@ static void test_nick_and_sessions(void)
     feed(m, ROMEO, "<message to='" R "' type='groupchat'><body>anyone?</body></message>");
     dead_jid = NULL;
     EXPECT_HAS(ROMEO, "<body>anyone?</body>");
-    EXPECT_HAS(ROMEO, "from='" R "/Juliet' type='unavailable'");
+    EXPECT(ROMEO, "<presence from='" R "/Juliet' type='unavailable' to='" ROMEO "'><status>service-unavailable</status>"
+                  XUSER "<item jid='" JULIET "' affiliation='none' role='none'/><status code='333'/></x></presence>");
     EXPECT_END();
     /* a newcomer whose own delivery fails is never announced */
     dead_jid = "friar@localhost/f";
@@ -809,7 +907,7 @@ static void test_persistence(void)
     store_write_atomic(path, "couplet-room 1\nname room\nbogus 1\nend\n", 38);
     muc_config cfg = { .domain = "conference.localhost", .server_domain = "localhost", .data_dir = data_dir,
                        .max_history = 20 };
-    muc_host host = { NULL, fake_deliver, fake_is_admin };
+    muc_host host = { .ud = NULL, .deliver = fake_deliver, .is_admin = fake_is_admin };
     char err[512] = "";
     m = muc_service_new(&cfg, &host, err, sizeof err);
     CHECK(m == NULL, "corrupt file accepted");
@@ -1162,6 +1260,99 @@ static void test_set_config(void)
     forget_rooms();
 }
 
+/* ---- XEP-0045 §10.1: a room created by a join is locked until its owner configures it ---- */
+static int wakes, wake_secs;
+static void fake_wake(void *ud, int secs) { (void)ud; wakes++; wake_secs = secs; }
+
+static muc_service *locking_service(int persistent)
+{
+    static muc_host host = { .ud = NULL, .deliver = fake_deliver, .is_admin = fake_is_admin, .wake = fake_wake };
+    muc_config cfg = test_config(1);
+    cfg.lock_timeout = 300;
+    cfg.default_persistent = persistent;
+    char err[512] = "";
+    muc_service *m = muc_service_new(&cfg, &host, err, sizeof err);
+    CHECK(m != NULL, "muc_service_new: %s", err);
+    return m;
+}
+
+#define INSTANT(id) "<iq id='" id "' to='" R "' type='set'><query xmlns='http://jabber.org/protocol/muc#owner'>" \
+                    "<x xmlns='jabber:x:data' type='submit'/></query></iq>"
+
+static void test_room_locking(void)
+{
+    char path[256];
+    snprintf(path, sizeof path, "%s/rooms/room.room", data_dir);
+    wakes = 0;
+    muc_service *m = locking_service(1);
+    feed(m, ROMEO, JOIN(ROMEO, "Romeo"));
+    EXPECT_HAS(ROMEO, "<status code='201'/>", "<status code='110'/>");
+    EXPECT_HAS(ROMEO, "<subject/>");
+    EXPECT_END();
+    CHECK_INT(1, wakes);
+    CHECK_INT(300, wake_secs);
+    /* not on disk while locked: a restart forgets a room nobody configured */
+    CHECK(access(path, F_OK) != 0, "%s written while the room is locked", path);
+    feed(m, JULIET, JOIN(JULIET, "Juliet"));
+    EXPECT(JULIET, "<presence from='" R "/Juliet' type='error' to='" JULIET "'>" XMUC "<error type='cancel' by='" R "'>"
+                   "<item-not-found xmlns='" STZ "'/></error></presence>");
+    EXPECT_END();
+    /* the owner's other device may come in */
+    feed(m, "romeo@localhost/r2", JOIN(ROMEO, "Romeo"));
+    EXPECT_HAS("romeo@localhost/r2", "<status code='110'/>");
+    EXPECT_HAS("romeo@localhost/r2", "<subject/>");
+    EXPECT_END();
+    /* the empty form of an instant room unlocks it, and it is written now */
+    feed(m, ROMEO, INSTANT("i1"));
+    EXPECT(ROMEO, "<iq from='" R "' id='i1' type='result' to='" ROMEO "'/>");
+    EXPECT_END();
+    CHECK(access(path, F_OK) == 0, "%s missing after the instant-room form", path);
+    feed(m, JULIET, JOIN(JULIET, "Juliet"));
+    EXPECT_HAS(JULIET, "from='" R "/Romeo'");
+    EXPECT_HAS(JULIET, "from='" R "/Juliet'", "<status code='110'/>");
+    muc_service_free(m);
+    clear_recs();
+    rm_rf(path);
+
+    /* cancelling the first configuration destroys the room */
+    m = locking_service(0);
+    feed(m, ROMEO, JOIN(ROMEO, "Romeo"));
+    feed(m, ROMEO, "<iq id='c' to='" R "' type='set'><query xmlns='http://jabber.org/protocol/muc#owner'>"
+                   "<x xmlns='jabber:x:data' type='cancel'/></query></iq>");
+    EXPECT_HAS(ROMEO, "type='unavailable'", "<destroy/>", "<status code='110'/>");
+    EXPECT(ROMEO, "<iq from='" R "' id='c' type='result' to='" ROMEO "'/>");
+    EXPECT_END();
+    CHECK_INT(0, muc_room_count(m));
+    /* a configured room is not destroyed by a later cancel */
+    feed(m, ROMEO, JOIN(ROMEO, "Romeo"));
+    feed(m, ROMEO, INSTANT("i2"));
+    feed(m, ROMEO, "<iq id='c2' to='" R "' type='set'><query xmlns='http://jabber.org/protocol/muc#owner'>"
+                   "<x xmlns='jabber:x:data' type='cancel'/></query></iq>");
+    EXPECT(ROMEO, "<iq from='" R "' id='c2' type='result' to='" ROMEO "'/>");
+    EXPECT_END();
+    CHECK_INT(1, muc_room_count(m));
+    muc_service_free(m);
+    clear_recs();
+
+    /* a room nobody configures goes when its time is up, not before */
+    m = locking_service(0);
+    wakes = 0;
+    feed(m, ROMEO, JOIN(ROMEO, "Romeo"));
+    clear_recs();
+    time_t t0 = time(NULL);
+    muc_service_tick(m, t0 + 290);
+    EXPECT_END();
+    CHECK_INT(1, muc_room_count(m));
+    CHECK_INT(2, wakes);    /* asked again for what is left of its time */
+    muc_service_tick(m, t0 + 301);
+    EXPECT_HAS(ROMEO, "type='unavailable'", "<destroy><reason>The room was not configured in time</reason></destroy>",
+               "<status code='110'/>");
+    EXPECT_END();
+    CHECK_INT(0, muc_room_count(m));
+    muc_service_free(m);
+    clear_recs();
+}
+
 int main(int argc, char **argv)
 {
     verbose = argc > 1;
@@ -1170,6 +1361,8 @@ int main(int argc, char **argv)
     in_arena = xml_arena_new();
     test_create_and_join();
     test_password();
+    test_password_form();
+    test_bounces();
     test_join_errors();
     test_messages();
     test_nick_and_sessions();
@@ -1186,6 +1379,7 @@ int main(int argc, char **argv)
     test_failed_save_invite();
     test_failed_save_create();
     test_set_config();
+    test_room_locking();
     clear_recs();
     xml_arena_free(in_arena);
     rm_rf(data_dir);
