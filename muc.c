@@ -2,6 +2,7 @@
  * roles, history, room configuration, and the persistence of rooms as text files in data_dir/rooms/. */
 #include "muc.h"
 #include "jid.h"
+#include "precis.h"
 #include "stanza.h"
 #include "store.h"
 #include "config.h"
@@ -22,6 +23,8 @@
 #define NODE_ROOMUSER  "x-roomuser-item"
 
 #define JID_MAX (3 * JID_PART_MAX + 8)
+#define NICK_MAX (JID_PART_MAX + 1)         /* an enforced nick is a resourcepart */
+#define NICK_KEY_MAX (NICK_MAX * 3 / 2)     /* lowercasing can grow it (U+0130: 2 bytes to 3) */
 #define FWD_SLOTS 8
 /* a status that must not be dropped: the compiler checks every caller (-Wunused-result) */
 #define MUST_USE __attribute__((warn_unused_result))
@@ -50,7 +53,7 @@ typedef struct occupant {
     char *bare;
     char *payload;                  /* children of the last presence (show, status, caps), serialized */
     unsigned char role, aff;
-    char nick[];
+    char nick[];                    /* the nick as shown, then its comparison key (nick_key_of) */
 } occupant;
 
 typedef struct aff_entry { char *jid, *nick; unsigned char aff; } aff_entry;
@@ -397,7 +400,16 @@ static xml_node *reply_node(muc_service *m, const xml_node *st, const char *type
 /* Not stanza_error_new: clients have always had reply_node's attribute order with 'to' spliced in last, the
  * join element echoed before <error/>, and no error for an IQ whose type is there but neither get nor set
  * (stanza_may_bounce lets those have one: bad-request). */
+static void send_error_text(muc_service *m, const muc_ctx *cx, const char *etype, const char *cond, const char *by,
+                            const char *text);
+
 static void send_error(muc_service *m, const muc_ctx *cx, const char *etype, const char *cond, const char *by)
+{
+    send_error_text(m, cx, etype, cond, by, NULL);
+}
+
+static void send_error_text(muc_service *m, const muc_ctx *cx, const char *etype, const char *cond, const char *by,
+                            const char *text)
 {
     const xml_node *st = cx->st;
     const char *type = xml_attr_get(st, "type");
@@ -410,6 +422,7 @@ static void send_error(muc_service *m, const muc_ctx *cx, const char *etype, con
     t_attr(m, e, "type", etype);
     if (by) t_attr(m, e, "by", by);
     t_child(m, e, cond, NS_STANZAS);
+    if (text) t_text(m, e, "text", NS_STANZAS, text);
     send_tree(m, n, cx->full);
 }
 
@@ -454,10 +467,26 @@ static int effective_aff(muc_service *m, const room *r, const char *bare)
     return is_server_admin(m, bare) ? AFF_OWNER : room_aff(r, bare);
 }
 
+/* two nicks are the same nick when their PRECIS comparison keys are (RFC 8266 §2.4): "Romeo", "ROMEO" and
+ * fullwidth "ｒｏｍｅｏ" are one nick */
+static int nick_key(const char *nick, char key[NICK_KEY_MAX])
+{
+    const char *why;
+    return precis_nick_key(nick, strlen(nick), key, NICK_KEY_MAX, &why) < 0 ? -1 : 0;
+}
+
+static int same_nick(const char *a, const char *key_b)
+{
+    char ka[NICK_KEY_MAX];
+    return nick_key(a, ka) == 0 && !strcmp(ka, key_b);
+}
+
 static const char *reserved_nick_owner(const room *r, const char *nick)
 {
+    char key[NICK_KEY_MAX];
+    if (nick_key(nick, key) < 0) return NULL;
     for (size_t i = 0; i < r->naffs; i++)
-        if (r->affs[i].nick && !strcmp(r->affs[i].nick, nick)) return r->affs[i].jid;
+        if (r->affs[i].nick && same_nick(r->affs[i].nick, key)) return r->affs[i].jid;
     return NULL;
 }
 
@@ -536,14 +565,16 @@ static MUST_USE int table_grow(void ***tab, unsigned *nb, unsigned count, size_t
     return 0;
 }
 
-static const char *occ_key(void *e) { return ((occupant *)e)->nick; }
+static const char *nick_key_of(const occupant *o) { return o->nick + strlen(o->nick) + 1; }
+static const char *occ_key(void *e) { return nick_key_of(e); }
 static const char *sess_key(void *e) { return ((session *)e)->jid; }
 
 static occupant *find_nick(const room *r, const char *nick)
 {
-    if (!r->nicks) return NULL;
-    for (occupant *o = r->nicks[bucket(nick, r->nick_nb)]; o; o = o->hnext)
-        if (!strcmp(o->nick, nick)) return o;
+    char key[NICK_KEY_MAX];
+    if (!r->nicks || nick_key(nick, key) < 0) return NULL;
+    for (occupant *o = r->nicks[bucket(key, r->nick_nb)]; o; o = o->hnext)
+        if (!strcmp(nick_key_of(o), key)) return o;
     return NULL;
 }
 
@@ -557,14 +588,14 @@ static session *find_session(const room *r, const char *full)
 
 static void nick_unhash(room *r, occupant *o)
 {
-    occupant **pp = &r->nicks[bucket(o->nick, r->nick_nb)];
+    occupant **pp = &r->nicks[bucket(nick_key_of(o), r->nick_nb)];
     while (*pp && *pp != o) pp = &(*pp)->hnext;
     if (*pp) *pp = o->hnext;
 }
 
 static void nick_hash(room *r, occupant *o)
 {
-    unsigned h = bucket(o->nick, r->nick_nb);
+    unsigned h = bucket(nick_key_of(o), r->nick_nb);
     o->hnext = r->nicks[h];
     r->nicks[h] = o;
 }
@@ -600,14 +631,26 @@ static void session_remove(room *r, session *s)
     free(s);
 }
 
+/* an occupant's memory with its nick and the nick's key inside; also taken for a rename before anyone hears
+ * of it. nick is enforced already: its key cannot be refused. */
+static MUST_USE occupant *occupant_alloc_named(const char *nick)
+{
+    char key[NICK_KEY_MAX];
+    if (nick_key(nick, key) < 0) return NULL;
+    size_t n = strlen(nick) + 1, kn = strlen(key) + 1;
+    occupant *o = calloc(1, sizeof *o + n + kn);
+    if (!o) return NULL;
+    memcpy(o->nick, nick, n);
+    memcpy(o->nick + n, key, kn);
+    return o;
+}
+
 static MUST_USE occupant *occupant_add(room *r, const char *nick, const char *bare, const char *full)
 {
     if (table_grow((void ***)&r->nicks, &r->nick_nb, r->noccupants + 1, offsetof(occupant, hnext), occ_key) < 0)
         return NULL;
-    size_t n = strlen(nick) + 1;
-    occupant *o = calloc(1, sizeof *o + n);
+    occupant *o = occupant_alloc_named(nick);
     if (!o) return NULL;
-    memcpy(o->nick, nick, n);
     o->bare = xstrdup(bare);
     if (!o->bare || !session_add(r, o, full)) { free(o->bare); free(o); return NULL; }
     nick_hash(r, o);
@@ -630,18 +673,13 @@ static void occupant_free(room *r, occupant *o)
     free(o);
 }
 
-/* the memory of a renamed occupant (the nick lives inside it), taken before anyone hears of the rename */
-static MUST_USE occupant *occupant_alloc_named(const char *nick)
-{
-    return calloc(1, sizeof(occupant) + strlen(nick) + 1);
-}
 
-/* o moves into no under its new nick, keeping its place and sessions; o is freed */
-static occupant *occupant_rename(room *r, occupant *o, occupant *no, const char *nick)
+/* o moves into no (occupant_alloc_named with its new nick), keeping its place and sessions; o is freed */
+static occupant *occupant_rename(room *r, occupant *o, occupant *no)
 {
     nick_unhash(r, o);
-    *no = *o;
-    memcpy(no->nick, nick, strlen(nick) + 1);
+    /* the header only: sizeof *o may reach into nick[] (padding), and no's nick and key must stay */
+    memcpy(no, o, offsetof(occupant, nick));
     if (no->prev) no->prev->next = no; else r->first = no;
     if (no->next) no->next->prev = no; else r->last = no;
     for (session *s = no->sessions; s; s = s->next) s->occ = no;
@@ -1217,6 +1255,7 @@ typedef struct pres_spec {
     const char *payload;
     int aff, role;
     unsigned char created, join;    /* 201 (self), 100 (self, non-anonymous room) */
+    unsigned char renamed;          /* 210 (self): the room shows another nick than the one asked for */
     const char *new_nick;           /* 303 */
     const char *actor, *reason;
     int codes[3], ncodes;           /* after the item, for everyone */
@@ -1274,6 +1313,7 @@ static void enc_presence(enc *e, const room *r, const occupant *o, const pres_sp
     for (int i = 0; i < p->ncodes; i++) put_status(b, p->codes[i]);
     if (self && p->join && r->whois_anyone) put_status(b, 100);
     if (self) put_status(b, 110);
+    if (self && p->renamed) put_status(b, 210);
     if (p->destroy) {
         xml_buf_puts(b, "<destroy");
         if (p->destroy_jid) put_attr(b, "jid", p->destroy_jid);
@@ -1482,7 +1522,8 @@ static void store_payload_or_log(muc_service *m, occupant *o, const xml_node *st
     if (store_payload(m, o, st) < 0) log_err("muc: out of memory: %s's presence goes out with its old status", o->nick);
 }
 
-static void join_output(muc_service *m, room *r, occupant *o, session *s, int created, const xml_node *mucx)
+static void join_output(muc_service *m, const muc_ctx *cx, room *r, occupant *o, session *s, int created,
+                        const xml_node *mucx)
 {
     int see = can_see_jids(r, o);
     for (occupant *q = r->first; q && !s->dead; q = q->next) {
@@ -1494,6 +1535,7 @@ static void join_output(muc_service *m, room *r, occupant *o, session *s, int cr
     pres_spec p = current_spec(o);
     p.created = (unsigned char)created;
     p.join = 1;
+    p.renamed = strcmp(cx->to.resource, o->nick) != 0;
     enc_presence(&m->tmp, r, o, &p, 1, 1);
     send_session(m, r, s, &m->tmp);
     history_send(m, r, s, mucx ? xml_child(mucx, "history", NS_MUC) : NULL);
@@ -1551,7 +1593,7 @@ static void presence_join(muc_service *m, const muc_ctx *cx, room *r, const char
         if (!o) { send_error(m, cx, "wait", "resource-constraint", r->jid); return; }
         o->aff = (unsigned char)aff;
         o->role = (unsigned char)role_for(r, aff);
-        join_output(m, r, o, o->sessions, created, mucx);
+        join_output(m, cx, r, o, o->sessions, created, mucx);
         if (o->sessions->dead) {
             /* gone before anyone else heard of it: leave without a word */
             occupant_drop(m, r, o);
@@ -1564,21 +1606,25 @@ static void presence_join(muc_service *m, const muc_ctx *cx, room *r, const char
     /* another session of the same user under the same nick: only that session hears about it */
     session *s = session_add(r, o, cx->full);
     if (!s) { send_error(m, cx, "wait", "resource-constraint", r->jid); return; }
-    join_output(m, r, o, s, 0, mucx);
+    join_output(m, cx, r, o, s, 0, mucx);
 }
 
 static void presence_nick_change(muc_service *m, const muc_ctx *cx, room *r, occupant *o, const char *nick)
 {
     occupant *other = find_nick(r, nick);
     const char *holder = reserved_nick_owner(r, nick);
-    if (other || (holder && strcmp(holder, o->bare))) { send_error(m, cx, "cancel", "conflict", r->jid); return; }
+    /* the same nick in other letters ("romeo" for "Romeo") is the occupant's own */
+    if ((other && other != o) || (holder && strcmp(holder, o->bare))) {
+        send_error(m, cx, "cancel", "conflict", r->jid);
+        return;
+    }
     occupant *no = occupant_alloc_named(nick);
     if (!no) { send_error(m, cx, "wait", "resource-constraint", r->jid); return; }
     pres_spec p = current_spec(o);
     p.type = "unavailable";
     p.new_nick = nick;
     broadcast_presence(m, r, o, &p, 1);
-    no = occupant_rename(r, o, no, nick);
+    no = occupant_rename(r, o, no);
     store_payload_or_log(m, no, cx->st);
     p = current_spec(no);
     broadcast_presence(m, r, no, &p, 1);
@@ -1688,6 +1734,16 @@ static void session_bounced(muc_service *m, const muc_ctx *cx, room *r)
     m->touched = r;
 }
 
+/* NULL when nick is acceptable, with its enforced form (RFC 8266 §2.3) in enforced; else why it is not */
+static const char *nick_refused(const char *nick, char enforced[NICK_MAX])
+{
+    const char *why = NULL;
+    if (!*nick) return "no nickname";
+    if (precis_nick_enforce(nick, strlen(nick), enforced, NICK_MAX, &why) < 0) return why ? why : "bad nickname";
+    if (!jid_resource_valid(enforced)) return "the nickname is not a valid resourcepart";
+    return NULL;
+}
+
 static void handle_presence(muc_service *m, const muc_ctx *cx, room *r)
 {
     const char *type = xml_attr_get(cx->st, "type"), *nick = cx->to.resource;
@@ -1707,10 +1763,13 @@ static void handle_presence(muc_service *m, const muc_ctx *cx, room *r)
         return;
     }
     if (type) return;   /* subscriptions are not for rooms */
-    if (!*nick || !jid_resource_valid(nick)) {
-        send_error(m, cx, "modify", "jid-malformed", r ? r->jid : NULL);
+    char enforced[NICK_MAX];
+    const char *why = nick_refused(nick, enforced);
+    if (why) {
+        send_error_text(m, cx, "modify", "jid-malformed", r ? r->jid : NULL, why);
         return;
     }
+    nick = enforced;    /* the nick as the room shows it (RFC 8266 enforcement); 210 tells its owner */
     if (o) {
         if (strcmp(o->nick, nick)) { presence_nick_change(m, cx, r, o, nick); return; }
         /* a status update that cannot be kept is refused, not broadcast stale */

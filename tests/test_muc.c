@@ -398,6 +398,44 @@ static void test_bounces(void)
     muc_service_free(m);
 }
 
+/* nicks are PRECIS nicknames (RFC 8266): shown as enforced, compared by their key */
+static void test_nick_precis(void)
+{
+    muc_service *m = service(1);
+    /* extra spaces are dropped; the room says so with 210 */
+    feed(m, ROMEO, "<presence to='" R "/Romeo  Montague'>" XMUC "</presence>");
+    EXPECT(ROMEO, "<presence from='" R "/Romeo Montague' to='" ROMEO "'>" XUSER "<status code='201'/>"
+                  "<item jid='" ROMEO "' affiliation='owner' role='moderator'/><status code='110'/><status code='210'/></x></presence>");
+    EXPECT_HAS(ROMEO, "<subject/>");
+    EXPECT_END();
+    feed(m, JULIET, JOIN(JULIET, "Juliet"));
+    clear_recs();
+    /* fullwidth letters are the same nick, and so is another case: conflict */
+    feed(m, NURSE, "<presence to='" R "/\xef\xbc\xaa\xef\xbc\xb5\xef\xbc\xac\xef\xbc\xa9\xef\xbc\xa5\xef\xbc\xb4'>" XMUC "</presence>");
+    EXPECT_HAS(NURSE, "type='error'", "<conflict");
+    EXPECT_END();
+    feed(m, NURSE, "<presence to='" R "/JULIET'>" XMUC "</presence>");
+    EXPECT_HAS(NURSE, "type='error'", "<conflict");
+    EXPECT_END();
+    /* a nick of spaces only, or with an unassigned code point, is refused with a reason */
+    feed(m, NURSE, "<presence to='" R "/   '>" XMUC "</presence>");
+    EXPECT(NURSE, "<presence from='" R "/   ' type='error' to='" NURSE "'>" XMUC "<error type='modify' by='" R "'>"
+                  "<jid-malformed xmlns='" STZ "'/><text xmlns='" STZ "'>empty nickname</text></error></presence>");
+    EXPECT_END();
+    feed(m, NURSE, "<presence to='" R "/Nurse&#x378;'>" XMUC "</presence>");
+    EXPECT_HAS(NURSE, "type='error'", "<jid-malformed", "unassigned");
+    EXPECT_END();
+    /* a private message to another spelling of the nick reaches its occupant */
+    feed(m, ROMEO, "<message to='" R "/juliet' type='chat'><body>hi</body></message>");
+    EXPECT_HAS(JULIET, "from='" R "/Romeo Montague'", "<body>hi</body>");
+    EXPECT_END();
+    /* Juliet may change the case of her own nick: no conflict with herself */
+    feed(m, JULIET, "<presence to='" R "/JULIET'/>");
+    EXPECT_HAS(ROMEO, "from='" R "/Juliet' type='unavailable'", "nick='JULIET'", "<status code='303'/>");
+    muc_service_free(m);
+    clear_recs();
+}
+
 static void test_join_errors(void)
 {
     muc_service *m = service(1);
@@ -410,7 +448,7 @@ static void test_join_errors(void)
     /* no nick */
     feed(m, NURSE, "<presence to='" R "'>" XMUC "</presence>");
     EXPECT(NURSE, "<presence from='" R "' type='error' to='" NURSE "'>" XMUC "<error type='modify' by='" R "'>"
-                  "<jid-malformed xmlns='" STZ "'/></error></presence>");
+                  "<jid-malformed xmlns='" STZ "'/><text xmlns='" STZ "'>no nickname</text></error></presence>");
     EXPECT_END();
     /* banned */
     feed(m, ROMEO, "<iq id='b1' to='" R "' type='set'><query xmlns='http://jabber.org/protocol/muc#admin'>"
@@ -1363,6 +1401,7 @@ int main(int argc, char **argv)
     test_password();
     test_password_form();
     test_bounces();
+    test_nick_precis();
     test_join_errors();
     test_messages();
     test_nick_and_sessions();
