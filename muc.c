@@ -7,6 +7,10 @@
 #include "store.h"
 #include "config.h"
 
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
@@ -21,6 +25,9 @@
 #define FORM_REGISTER  NS_MUC "#register"
 #define CONFIG_VAR     "muc#roomconfig_"
 #define NODE_ROOMUSER  "x-roomuser-item"
+#define NS_OCCUPANT_ID "urn:xmpp:occupant-id:0"
+#define OID_SECRET 32                   /* bytes of a room's occupant-id key */
+#define OID_LEN 22                      /* base64 of 16 bytes of HMAC-SHA-256, unpadded */
 
 #define JID_MAX (3 * JID_PART_MAX + 8)
 #define NICK_MAX (JID_PART_MAX + 1)         /* an enforced nick is a resourcepart */
@@ -53,6 +60,7 @@ typedef struct occupant {
     char *bare;
     char *payload;                  /* children of the last presence (show, status, caps), serialized */
     unsigned char role, aff;
+    char oid[OID_LEN + 1];          /* XEP-0421 occupant-id: the same for this bare JID in this room, always */
     char nick[];                    /* the nick as shown, then its comparison key (nick_key_of) */
 } occupant;
 
@@ -69,6 +77,7 @@ typedef struct room {
                   locked;           /* created by a join, not configured yet (XEP-0045 §10.1) */
     int maxusers, histlen, defhist;
     time_t lock_until;              /* a locked room is destroyed then */
+    unsigned char oid_secret[OID_SECRET];   /* kept in the room file: occupant-ids survive restarts */
     aff_entry *affs;
     size_t naffs, caffs;
     hist_entry *hist;               /* ring of histlen slots, allocated on the first message */
@@ -631,6 +640,23 @@ static void session_remove(room *r, session *s)
     free(s);
 }
 
+/* XEP-0421: base64 of 16 bytes of HMAC-SHA-256 over "room JID NUL bare JID" with the room's secret: stable for
+ * one person in one room, across sessions and restarts, and says nothing of who it is. "" if HMAC fails. */
+static void occupant_id(const room *r, const char *bare, char out[OID_LEN + 1])
+{
+    unsigned char msg[2 * JID_MAX + 2], mac[EVP_MAX_MD_SIZE], b64[32];
+    unsigned int ml = 0;
+    size_t rl = strlen(r->jid), bl = strlen(bare);
+    out[0] = 0;
+    if (rl + bl + 1 > sizeof msg) return;
+    memcpy(msg, r->jid, rl + 1);
+    memcpy(msg + rl + 1, bare, bl);
+    if (!HMAC(EVP_sha256(), r->oid_secret, OID_SECRET, msg, rl + 1 + bl, mac, &ml) || ml < 16) return;
+    EVP_EncodeBlock(b64, mac, 16);
+    memcpy(out, b64, OID_LEN);
+    out[OID_LEN] = 0;
+}
+
 /* an occupant's memory with its nick and the nick's key inside; also taken for a rename before anyone hears
  * of it. nick is enforced already: its key cannot be refused. */
 static MUST_USE occupant *occupant_alloc_named(const char *nick)
@@ -651,6 +677,7 @@ static MUST_USE occupant *occupant_add(room *r, const char *nick, const char *ba
         return NULL;
     occupant *o = occupant_alloc_named(nick);
     if (!o) return NULL;
+    occupant_id(r, bare, o->oid);
     o->bare = xstrdup(bare);
     if (!o->bare || !session_add(r, o, full)) { free(o->bare); free(o); return NULL; }
     nick_hash(r, o);
@@ -794,6 +821,7 @@ static MUST_USE room *room_new(muc_service *m, const char *name)
     r->jid = malloc(n);
     if (!r->jid) { free(r); return NULL; }
     snprintf(r->jid, n, "%s@%s", name, m->domain);
+    if (RAND_bytes(r->oid_secret, OID_SECRET) != 1) { free(r->jid); free(r); return NULL; }
     r->persistent = m->cfg.default_persistent != 0;
     r->public_room = m->cfg.default_public != 0;
     r->allowpm = PM_ANYONE;
@@ -1034,6 +1062,8 @@ static void room_write(xml_buf *b, const room *r)
     xml_buf_puts(b, "couplet-room 1\nname");
     put_token(b, name);
     for (size_t i = 0; i < NSETTINGS; i++) setting_write(b, r, &settings[i]);
+    xml_buf_puts(b, "\noidkey ");
+    for (int i = 0; i < OID_SECRET; i++) xml_buf_printf(b, "%02x", r->oid_secret[i]);
     xml_buf_puts(b, "\nsubject");
     put_token(b, r->subject_nick);
     put_token(b, r->subject);
@@ -1149,12 +1179,24 @@ static const char *load_aff(room *r, char **tok, int nt)
     return NULL;
 }
 
+static const char *load_oidkey(room *r, char **tok, int nt)
+{
+    if (nt != 2 || strlen(tok[1]) != 2 * OID_SECRET) return "bad occupant-id key";
+    for (int i = 0; i < OID_SECRET; i++) {
+        int hi = hexval(tok[1][2 * i]), lo = hexval(tok[1][2 * i + 1]);
+        if (hi < 0 || lo < 0) return "bad occupant-id key";
+        r->oid_secret[i] = (unsigned char)(hi * 16 + lo);
+    }
+    return NULL;
+}
+
 /* one line after the name; NULL, or why it is wrong */
 static const char *load_line(const muc_service *m, room *r, char **tok, int nt, int *ended)
 {
     const char *k = tok[0];
     if (!strcmp(k, "subject")) return load_subject(r, tok, nt);
     if (!strcmp(k, "aff")) return load_aff(r, tok, nt);
+    if (!strcmp(k, "oidkey")) return load_oidkey(r, tok, nt);
     if (!strcmp(k, "end")) {
         *ended = 1;
         return nt == 1 ? NULL : "bad line";
@@ -1203,7 +1245,7 @@ static MUST_USE int room_load(muc_service *m, const char *path, char *err, size_
     char *data = store_read_file(path, &len);
     if (!data) { snprintf(err, errlen, "%s: %s", path, strerror(errno)); return -1; }
     room *r = NULL;
-    int line = 0, ended = 0;
+    int line = 0, ended = 0, had_key = 0;
     const char *why = NULL;
     char *save = NULL;
     for (char *ln = strtok_r(data, "\n", &save); ln && !why; ln = strtok_r(NULL, "\n", &save)) {
@@ -1215,10 +1257,15 @@ static MUST_USE int room_load(muc_service *m, const char *path, char *err, size_
             if (nt != 2 || strcmp(tok[0], "couplet-room") || strcmp(tok[1], "1")) why = "not a room file";
         } else if (decode_tokens(tok, nt) < 0) why = "bad escape";
         else if (!r) r = load_name(m, tok, nt, &why);
-        else why = load_line(m, r, tok, nt, &ended);
+        else {
+            why = load_line(m, r, tok, nt, &ended);
+            had_key |= !strcmp(tok[0], "oidkey");
+        }
     }
     if (!why && !ended) { line++; why = "unexpected end of file"; }
     free(data);
+    /* a file from before occupant-ids keeps the key just made for it, so that ids are stable from now on */
+    if (!why && !had_key && room_save(m, r) < 0) log_warn("muc: %s: occupant-ids change at the next start", path);
     if (!why) return 0;
     snprintf(err, errlen, "%s:%d: %s", path, line, why);
     if (r) room_unlink(m, r);
@@ -1320,7 +1367,9 @@ static void enc_presence(enc *e, const room *r, const occupant *o, const pres_sp
         if (p->destroy_reason) { xml_buf_puts(b, ">"); put_elem_text(b, "reason", p->destroy_reason); xml_buf_puts(b, "</destroy>"); }
         else xml_buf_puts(b, "/>");
     }
-    xml_buf_puts(b, "</x></presence>");
+    xml_buf_puts(b, "</x>");
+    if (o->oid[0]) xml_buf_printf(b, "<occupant-id xmlns='" NS_OCCUPANT_ID "' id='%s'/>", o->oid);
+    xml_buf_puts(b, "</presence>");
 }
 
 static pres_spec current_spec(const occupant *o)
@@ -1500,6 +1549,11 @@ static void enc_subject(enc *e, const room *r)
 /* ------------------------------------------------------------------ presence handling */
 
 /* keeps the presence's children (show, status, caps) to repeat them; -1 (the old ones kept) on out of memory */
+static int is_occupant_id(const xml_node *c)
+{
+    return c->name && c->ns && !strcmp(c->name, "occupant-id") && !strcmp(c->ns, NS_OCCUPANT_ID);
+}
+
 static MUST_USE int store_payload(muc_service *m, occupant *o, const xml_node *st)
 {
     xml_buf *b = &m->tmp.b;
@@ -1508,6 +1562,7 @@ static MUST_USE int store_payload(muc_service *m, occupant *o, const xml_node *s
     for (const xml_node *c = st->children; c; c = c->next) {
         if (!c->name) continue;
         if (!strcmp(c->name, "x") && (!strcmp(c->ns, NS_MUC) || !strcmp(c->ns, NS_MUC_USER))) continue;
+        if (is_occupant_id(c)) continue;    /* only the room says who is who (XEP-0421 §4) */
         xml_serialize(b, c, XML_NS_CLIENT);
     }
     if (b->oom || (b->len && !(p = xstrdup(b->data)))) return -1;
@@ -1809,6 +1864,13 @@ static xml_node *copy_from_occupant(muc_service *m, const room *r, const occupan
     /* checked where it is encoded: a copy still from the real JID must never go out */
     t_attr(m, copy, "from", from);
     t_attr(m, copy, "to", NULL);
+    if (!copy) return NULL;
+    /* a sender's own occupant-id would be a forgery: the room's replaces it (XEP-0421 §4) */
+    for (xml_node *c = copy->children, *nx; c; c = nx) {
+        nx = c->next;
+        if (is_occupant_id(c)) xml_remove_child(copy, c);
+    }
+    if (o->oid[0]) t_attr(m, t_child(m, copy, "occupant-id", NS_OCCUPANT_ID), "id", o->oid);
     return copy;
 }
 
@@ -2507,6 +2569,7 @@ static void room_disco_info(muc_service *m, const muc_ctx *cx, room *r, const xm
     t_feature(m, rq, r->persistent ? "muc_persistent" : "muc_temporary");
     t_feature(m, rq, r->public_room ? "muc_public" : "muc_hidden");
     t_feature(m, rq, r->whois_anyone ? "muc_nonanonymous" : "muc_semianonymous");
+    t_feature(m, rq, NS_OCCUPANT_ID);
     t_table_features(m, rq, room_iqs, sizeof *room_iqs);
     xml_node *x = t_child(m, rq, "x", NS_XDATA);
     t_attr(m, x, "type", "result");

@@ -28,6 +28,20 @@ static char *recs[MAX_RECS];
 static int nrecs, rpos;
 static const char *dead_jid;     /* deliveries to it fail */
 static int verbose;
+static int keep_oid;             /* 0: occupant-ids (random per room) are cut from what is recorded */
+
+/* removes every <occupant-id .../> from a recorded delivery: the tests that are not about XEP-0421 compare
+ * whole stanzas, and the ids come from a random room secret */
+static void cut_occupant_ids(char *s)
+{
+    static const char tag[] = "<occupant-id xmlns='urn:xmpp:occupant-id:0' id='";
+    char *p;
+    while ((p = strstr(s, tag))) {
+        char *end = strstr(p, "'/>");
+        if (!end) return;
+        memmove(p, end + 3, strlen(end + 3) + 1);
+    }
+}
 
 static int fake_deliver(void *ud, const char *to, const char *head, size_t hl, const char *tail, size_t tl)
 {
@@ -42,6 +56,7 @@ static int fake_deliver(void *ud, const char *to, const char *head, size_t hl, c
     xml_buf_escape(&b, to, strlen(to));
     xml_buf_puts(&b, "'");
     xml_buf_append(&b, tail, tl);
+    if (!keep_oid && b.data) cut_occupant_ids(b.data);
     if (verbose) fprintf(stderr, "  >> %s\n", b.data);
     if (nrecs < MAX_RECS) recs[nrecs++] = b.data;
     else xml_buf_free(&b);
@@ -719,8 +734,8 @@ static void test_history_params(void)
     feed(m, JULIET, "<presence to='" R "/Juliet'><x xmlns='http://jabber.org/protocol/muc'><history maxchars='0'/></x></presence>");
     CHECK_INT(1 + 1 + 0 + 1 + 1, nrecs);
     feed(m, JULIET, "<presence type='unavailable' to='" R "/Juliet'/>");
-    /* one message's XML is about 170 characters here: 400 allows two */
-    feed(m, JULIET, "<presence to='" R "/Juliet'><x xmlns='http://jabber.org/protocol/muc'><history maxchars='400'/></x></presence>");
+    /* one message's XML is about 245 characters here (with its occupant-id): 520 allows two */
+    feed(m, JULIET, "<presence to='" R "/Juliet'><x xmlns='http://jabber.org/protocol/muc'><history maxchars='520'/></x></presence>");
     CHECK_INT(1 + 1 + 2 + 1 + 1, nrecs);
     feed(m, JULIET, "<presence type='unavailable' to='" R "/Juliet'/>");
     feed(m, JULIET, "<presence to='" R "/Juliet'><x xmlns='http://jabber.org/protocol/muc'><history since='2999-01-01T00:00:00Z'/></x></presence>");
@@ -1391,6 +1406,59 @@ static void test_room_locking(void)
     clear_recs();
 }
 
+/* XEP-0421: one stable, anonymous id per person and room, on presence and messages */
+static const char *oid_in(const char *rec, char *out, size_t n)
+{
+    const char *p = strstr(rec, "<occupant-id xmlns='urn:xmpp:occupant-id:0' id='");
+    out[0] = 0;
+    if (!p) return out;
+    p = strchr(p, '\'') + 1;
+    p = strchr(p, '\'') + 1;
+    p = strchr(p, '\'') + 1;
+    snprintf(out, n, "%.*s", (int)(strchr(p, '\'') - p), p);
+    return out;
+}
+
+static void test_occupant_id(void)
+{
+    char a[64], b[64], c[64], d[64];
+    muc_config cfg = test_config(1);
+    cfg.default_persistent = 1;
+    muc_service *m = service_from(&cfg);
+    keep_oid = 1;
+    feed(m, ROMEO, JOIN(ROMEO, "Romeo"));
+    oid_in(recs[0], a, sizeof a);
+    CHECK(strlen(a) == 22, "romeo's self-presence has a 22-character occupant-id: %s", recs[0]);
+    feed(m, JULIET, JOIN(JULIET, "Juliet"));
+    oid_in(recs[1], b, sizeof b);       /* juliet's self-presence */
+    CHECK(strlen(b) == 22 && strcmp(a, b), "juliet's id differs from romeo's: %s / %s", a, b);
+    /* a forged id from the client is replaced by the room's */
+    feed(m, ROMEO, "<message to='" R "' type='groupchat'><body>hi</body><occupant-id xmlns='urn:xmpp:occupant-id:0' id='forged'/></message>");
+    CHECK(nrecs == 2 && !strstr(recs[0], "forged") && !strcmp(oid_in(recs[0], c, sizeof c), a),
+          "the groupchat message carries romeo's id only, got %s", nrecs ? recs[0] : "nothing");
+    feed(m, JULIET, "<presence to='" R "/Juliet'><show>away</show><occupant-id xmlns='urn:xmpp:occupant-id:0' id='forged'/></presence>");
+    CHECK(nrecs == 2 && !strstr(recs[0], "forged") && !strcmp(oid_in(recs[0], c, sizeof c), b),
+          "juliet's presence carries her own id only, got %s", nrecs ? recs[0] : "nothing");
+    /* the same person from another device, and under another nick, keeps the id */
+    feed(m, JULIET, "<presence to='" R "/Jules'/>");
+    CHECK(!strcmp(oid_in(recs[nrecs - 1], c, sizeof c), b), "a new nick keeps the id: %s", recs[nrecs - 1]);
+    feed(m, ROMEO, "<message to='" R "/Jules' type='chat'><body>psst</body></message>");
+    CHECK(nrecs == 1 && !strcmp(oid_in(recs[0], c, sizeof c), a), "a private message carries the sender's id: %s",
+          nrecs ? recs[0] : "nothing");
+    feed(m, NURSE, DISCO_INFO("d"));
+    EXPECT_HAS(NURSE, "<feature var='urn:xmpp:occupant-id:0'/>");
+    /* the room keeps its secret: after a restart the same person has the same id */
+    feed(m, ROMEO, CONFIG_SET("s", ""));
+    muc_service_free(m);
+    m = service_from(&cfg);
+    feed(m, ROMEO, JOIN(ROMEO, "Romeo"));
+    CHECK(!strcmp(oid_in(recs[0], d, sizeof d), a), "romeo's id after a restart: %s, was %s", d, a);
+    keep_oid = 0;
+    feed(m, ROMEO, "<iq id='x' to='" R "' type='set'><query xmlns='http://jabber.org/protocol/muc#owner'><destroy/></query></iq>");
+    muc_service_free(m);
+    clear_recs();
+}
+
 int main(int argc, char **argv)
 {
     verbose = argc > 1;
@@ -1419,6 +1487,7 @@ int main(int argc, char **argv)
     test_failed_save_create();
     test_set_config();
     test_room_locking();
+    test_occupant_id();
     clear_recs();
     xml_arena_free(in_arena);
     rm_rf(data_dir);
