@@ -1297,6 +1297,17 @@ static MUST_USE int rooms_load(muc_service *m, char *err, size_t errlen)
 
 /* ------------------------------------------------------------------ presence encoding */
 
+/* who made a change, copied: the actor may be removed by the very change (an owner outcasting their own JID) */
+typedef struct actor_ref { char nick[NICK_MAX], jid[JID_MAX]; } actor_ref;
+
+/* the actor for an occupant (nick and bare JID) or a non-occupant (bare JID only) acting from bare */
+static const actor_ref *actor_of(const occupant *o, const char *bare, actor_ref *a)
+{
+    snprintf(a->nick, sizeof a->nick, "%s", o ? o->nick : "");
+    snprintf(a->jid, sizeof a->jid, "%s", bare);
+    return a;
+}
+
 typedef struct pres_spec {
     const char *type;               /* NULL or "unavailable" */
     const char *payload;
@@ -1304,7 +1315,8 @@ typedef struct pres_spec {
     unsigned char created, join;    /* 201 (self), 100 (self, non-anonymous room) */
     unsigned char renamed;          /* 210 (self): the room shows another nick than the one asked for */
     const char *new_nick;           /* 303 */
-    const char *actor, *reason;
+    const struct actor_ref *actor;  /* who did it (kick, ban, role or affiliation change) */
+    const char *reason;
     int codes[3], ncodes;           /* after the item, for everyone */
     int destroy;
     const char *destroy_jid, *destroy_reason;
@@ -1352,7 +1364,13 @@ static void enc_presence(enc *e, const room *r, const occupant *o, const pres_sp
     if (p->new_nick) put_attr(b, "nick", p->new_nick);
     if (p->actor || p->reason) {
         xml_buf_puts(b, ">");
-        if (p->actor) { xml_buf_puts(b, "<actor"); put_attr(b, "nick", p->actor); xml_buf_puts(b, "/>"); }
+        if (p->actor) {
+            /* the actor's real JID only to whom real JIDs are shown (XEP-0045 §8.2, §9.1) */
+            xml_buf_puts(b, "<actor");
+            if (p->actor->nick[0]) put_attr(b, "nick", p->actor->nick);
+            if (show_jid && (!self || can_see_jids(r, o))) put_attr(b, "jid", p->actor->jid);
+            xml_buf_puts(b, "/>");
+        }
         if (p->reason) put_elem_text(b, "reason", p->reason);
         xml_buf_puts(b, "</item>");
     } else xml_buf_puts(b, "/>");
@@ -1402,7 +1420,8 @@ static void occupant_leave(muc_service *m, room *r, occupant *o, const pres_spec
     m->touched = r;
 }
 
-static void occupant_remove(muc_service *m, room *r, occupant *o, int code, const char *actor, const char *reason)
+static void occupant_remove(muc_service *m, room *r, occupant *o, int code, const actor_ref *actor,
+                            const char *reason)
 {
     pres_spec p;
     memset(&p, 0, sizeof p);
@@ -2309,14 +2328,11 @@ typedef struct admin_change {
 } admin_change;
 
 /* what an affiliation change (already stored) does to the occupants of that JID, or else an announcement */
-static void affiliation_effects(muc_service *m, room *r, occupant *actor, admin_change *c)
+static void affiliation_effects(muc_service *m, room *r, const actor_ref *an, admin_change *c)
 {
     int found = 0;
     /* as effective_aff saw it right after this item, also when a later item changes the same JID again */
     int eff = is_server_admin(m, c->bare) ? AFF_OWNER : c->aff;
-    /* a copy: the actor may be removed by this very change (an owner outcasting their own JID) */
-    char an_buf[JID_PART_MAX + 1];
-    const char *an = actor ? (snprintf(an_buf, sizeof an_buf, "%s", actor->nick), an_buf) : NULL;
     occupant *q = r->first;
     while (q) {
         occupant *nx = q->next;
@@ -2340,12 +2356,9 @@ static void affiliation_effects(muc_service *m, room *r, occupant *actor, admin_
     if (!found) announce_affiliation(m, r, c->bare, c->aff, c->reason);
 }
 
-static void apply_role(muc_service *m, room *r, occupant *actor, admin_change *c)
+static void apply_role(muc_service *m, room *r, const actor_ref *an, admin_change *c)
 {
     occupant *q = c->target;
-    /* a copy: the actor may be removed by this very change (an owner outcasting their own JID) */
-    char an_buf[JID_PART_MAX + 1];
-    const char *an = actor ? (snprintf(an_buf, sizeof an_buf, "%s", actor->nick), an_buf) : NULL;
     if (c->role == ROLE_NONE) { occupant_remove(m, r, q, 307, an, c->reason); return; }
     q->role = (unsigned char)c->role;
     pres_spec p = current_spec(q);
@@ -2358,7 +2371,10 @@ static void admin_list_affs(muc_service *m, const muc_ctx *cx, room *r, const ch
 {
     int a = str_in(as, aff_names, 5);
     if (a < 0 || a == AFF_NONE) { send_error(m, cx, "modify", "bad-request", r->jid); return; }
-    int may = aff >= AFF_ADMIN || (a == AFF_MEMBER && o && (r->memberlist_roles & (1u << o->role)));
+    /* the member list: to the roles muc#roomconfig_getmemberlist names, and to every member where real JIDs
+     * are public anyway (as Prosody) */
+    int may = aff >= AFF_ADMIN || (a == AFF_MEMBER && ((o && (r->memberlist_roles & (1u << o->role))) ||
+                                                        (r->whois_anyone && aff >= AFF_MEMBER)));
     if (!may) { send_error(m, cx, "auth", "forbidden", r->jid); return; }
     xml_node *rq = t_node(m, "query", NS_MUC_ADMIN);
     for (size_t i = 0; i < r->naffs; i++) {
@@ -2482,11 +2498,12 @@ static void handle_admin(muc_service *m, const muc_ctx *cx, room *r, const xml_n
     }
     if (leaves_no_owner(r, cs, n)) { send_error(m, cx, "cancel", "conflict", r->jid); return; }
     if (store_affiliations(m, cx, r, cs, n) < 0) return;
+    actor_ref an;
+    actor_of(o, cx->bare, &an);
     for (i = 0; i < n; i++) {
-        if (cs[i].aff >= 0) affiliation_effects(m, r, o, &cs[i]);
+        if (cs[i].aff >= 0) affiliation_effects(m, r, &an, &cs[i]);
         /* the target may have been removed by an earlier item */
-        else if ((cs[i].target = find_nick(r, xml_attr_get(cs[i].item, "nick")))) apply_role(m, r, o, &cs[i]);
-        if (o && !find_session(r, cx->full)) o = NULL;
+        else if ((cs[i].target = find_nick(r, xml_attr_get(cs[i].item, "nick")))) apply_role(m, r, &an, &cs[i]);
     }
     send_result(m, cx, NULL);
     m->touched = r;
@@ -2612,14 +2629,26 @@ static void register_form(muc_service *m, const muc_ctx *cx, const aff_entry *e)
 }
 
 /* the sender's reserved nick is dropped (the affiliation stays), stored before the answer */
-static MUST_USE int unregister_nick(muc_service *m, const muc_ctx *cx, room *r)
+/* A member who unregisters is a member no more (§7.10, as Prosody): in a members-only room they leave with
+ * 321. An admin or owner only gives up the reserved nick: their affiliation is the owners' to change. */
+static MUST_USE int unregister(muc_service *m, const muc_ctx *cx, room *r)
 {
     room_snapshot s;
     if (snapshot_begin(r, &s, 0) < 0) return change_fail(m, cx, r, &s);
     aff_entry *e = room_aff_entry(r, cx->bare);
-    free(e->nick);
-    e->nick = NULL;
-    return change_commit(m, cx, r, &s);
+    int was_member = e->aff == AFF_MEMBER;
+    if (!was_member) { free(e->nick); e->nick = NULL; }
+    else if (set_aff(r, cx->bare, AFF_NONE, NULL) < 0) return change_fail(m, cx, r, &s);
+    if (change_commit(m, cx, r, &s) < 0) return -1;
+    if (!was_member) return 0;
+    admin_change c;
+    memset(&c, 0, sizeof c);
+    snprintf(c.bare, sizeof c.bare, "%s", cx->bare);
+    c.aff = AFF_NONE;
+    c.role = -1;
+    affiliation_effects(m, r, NULL, &c);
+    m->touched = r;
+    return 0;
 }
 
 /* occupants of a JID that just became a member by registering hear of it; or the room is told */
@@ -2671,7 +2700,7 @@ static void handle_register(muc_service *m, const muc_ctx *cx, room *r, const xm
     if (aff == AFF_OUTCAST) send_error(m, cx, "auth", "forbidden", r->jid);
     else if (!strcmp(stanza_type(cx->st), "get")) register_form(m, cx, e);
     else if (!xml_child(q, "remove", NS_REGISTER)) register_nick(m, cx, r, q, aff);
-    else if (!(e && e->nick) || unregister_nick(m, cx, r) == 0) send_result(m, cx, NULL);
+    else if (!e || (!e->nick && e->aff != AFF_MEMBER) || unregister(m, cx, r) == 0) send_result(m, cx, NULL);
 }
 
 /* the answer to a forwarded IQ goes back to its asker under the original id */

@@ -579,7 +579,7 @@ static void test_messages(void)
     feed(m, ROMEO, "<iq id='v' to='" R "' type='set'><query xmlns='http://jabber.org/protocol/muc#admin'>"
                    "<item nick='Nurse' role='visitor'><reason>hush</reason></item></query></iq>");
     EXPECT(ROMEO, "<presence from='" R "/Nurse' to='" ROMEO "'>" XUSER "<item jid='" NURSE "' affiliation='none' role='visitor'>"
-                  "<actor nick='Romeo'/><reason>hush</reason></item></x></presence>");
+                  "<actor nick='Romeo' jid='romeo@localhost'/><reason>hush</reason></item></x></presence>");
     EXPECT(JULIET, "<presence from='" R "/Nurse' to='" JULIET "'>" XUSER "<item affiliation='none' role='visitor'>"
                    "<actor nick='Romeo'/><reason>hush</reason></item></x></presence>");
     EXPECT(NURSE, "<presence from='" R "/Nurse' to='" NURSE "'>" XUSER "<item jid='" NURSE "' affiliation='none' role='visitor'>"
@@ -603,7 +603,7 @@ static void test_messages(void)
     feed(m, ROMEO, "<iq id='k' to='" R "' type='set'><query xmlns='http://jabber.org/protocol/muc#admin'>"
                    "<item nick='Nurse' role='none'><reason>out</reason></item></query></iq>");
     EXPECT(ROMEO, "<presence from='" R "/Nurse' type='unavailable' to='" ROMEO "'>" XUSER "<item jid='" NURSE "' affiliation='none' role='none'>"
-                  "<actor nick='Romeo'/><reason>out</reason></item><status code='307'/></x></presence>");
+                  "<actor nick='Romeo' jid='romeo@localhost'/><reason>out</reason></item><status code='307'/></x></presence>");
     EXPECT_HAS(JULIET, "type='unavailable'", "<status code='307'/>");
     EXPECT(NURSE, "<presence from='" R "/Nurse' type='unavailable' to='" NURSE "'>" XUSER "<item jid='" NURSE "' affiliation='none' role='none'>"
                   "<actor nick='Romeo'/><reason>out</reason></item><status code='307'/><status code='110'/></x></presence>");
@@ -613,7 +613,7 @@ static void test_messages(void)
     feed(m, ROMEO, "<iq id='k2' to='" R "' type='set'><query xmlns='http://jabber.org/protocol/muc#admin'>"
                    "<item affiliation='admin' jid='juliet@localhost'/></query></iq>");
     EXPECT(ROMEO, "<presence from='" R "/Juliet' to='" ROMEO "'>" XUSER "<item jid='" JULIET "' affiliation='admin' role='moderator'>"
-                  "<actor nick='Romeo'/></item></x></presence>");
+                  "<actor nick='Romeo' jid='romeo@localhost'/></item></x></presence>");
     EXPECT_HAS(JULIET, "affiliation='admin' role='moderator'", "<status code='110'/>");
     EXPECT_HAS(ROMEO, "type='result'");
     EXPECT_END();
@@ -874,7 +874,7 @@ static void test_invites_and_destroy(void)
     EXPECT_END();
     /* affiliation none in a members-only room: 321 */
     feed(m, ROMEO, "<iq id='n' to='" R "' type='set'><query xmlns='http://jabber.org/protocol/muc#admin'><item affiliation='none' nick='Nurse'/></query></iq>");
-    EXPECT_HAS(ROMEO, "from='" R "/Nurse' type='unavailable'", "<item jid='" NURSE "' affiliation='none' role='none'><actor nick='Romeo'/></item><status code='321'/>");
+    EXPECT_HAS(ROMEO, "from='" R "/Nurse' type='unavailable'", "<item jid='" NURSE "' affiliation='none' role='none'><actor nick='Romeo' jid='romeo@localhost'/></item><status code='321'/>");
     EXPECT_HAS(JULIET, "from='" R "/Nurse' type='unavailable'", "<status code='321'/>");
     EXPECT_HAS(NURSE, "from='" R "/Nurse' type='unavailable'", "<status code='321'/><status code='110'/>");
     EXPECT_HAS(ROMEO, "type='result'");
@@ -1459,6 +1459,82 @@ static void test_occupant_id(void)
     clear_recs();
 }
 
+/* §9.5 who may see the member list, and §7.10 unregistering */
+#define MEMBERS_GET(id) "<iq id='" id "' to='" R "' type='get'><query xmlns='http://jabber.org/protocol/muc#admin'>" \
+                        "<item affiliation='member'/></query></iq>"
+#define UNREGISTER(id) "<iq id='" id "' to='" R "' type='set'><query xmlns='jabber:iq:register'><remove/></query></iq>"
+static void test_memberlist_unregister(void)
+{
+    muc_service *m = service(1);
+    feed(m, ROMEO, JOIN(ROMEO, "Romeo"));
+    feed(m, ROMEO, "<iq id='a' to='" R "' type='set'><query xmlns='http://jabber.org/protocol/muc#admin'>"
+                   "<item affiliation='member' jid='juliet@localhost'/></query></iq>");
+    feed(m, JULIET, JOIN(JULIET, "Juliet"));
+    clear_recs();
+    /* default: moderators only */
+    feed(m, JULIET, MEMBERS_GET("l1"));
+    EXPECT(JULIET, "<iq from='" R "' id='l1' type='error' to='" JULIET "'><error type='auth' by='" R "'>"
+                   "<forbidden xmlns='" STZ "'/></error></iq>");
+    EXPECT_END();
+    feed(m, ROMEO, MEMBERS_GET("l2"));
+    EXPECT(ROMEO, "<iq from='" R "' id='l2' type='result' to='" ROMEO "'><query xmlns='http://jabber.org/protocol/muc#admin'>"
+                  "<item affiliation='member' jid='juliet@localhost'/></query></iq>");
+    EXPECT_END();
+    /* real JIDs public: members may see it */
+    feed(m, ROMEO, CONFIG_SET("w", "<field var='muc#roomconfig_whois'><value>anyone</value></field>"));
+    clear_recs();
+    feed(m, JULIET, MEMBERS_GET("l3"));
+    EXPECT(JULIET, "<iq from='" R "' id='l3' type='result' to='" JULIET "'><query xmlns='http://jabber.org/protocol/muc#admin'>"
+                   "<item affiliation='member' jid='juliet@localhost'/></query></iq>");
+    EXPECT_END();
+    /* ... but not someone who is neither member nor allowed by role */
+    feed(m, NURSE, JOIN(NURSE, "Nurse"));
+    clear_recs();
+    feed(m, NURSE, MEMBERS_GET("l4"));
+    EXPECT_HAS(NURSE, "type='error'", "<forbidden");
+    EXPECT_END();
+    /* getmemberlist naming participants lets the nurse see it */
+    feed(m, ROMEO, CONFIG_SET("g", "<field var='muc#roomconfig_getmemberlist'><value>moderator</value><value>participant</value></field>"));
+    clear_recs();
+    feed(m, NURSE, MEMBERS_GET("l5"));
+    EXPECT_HAS(NURSE, "type='result'", "<item affiliation='member' jid='juliet@localhost'/>");
+    EXPECT_END();
+    feed(m, NURSE, "<presence type='unavailable' to='" R "/Nurse'/>");
+    /* members only: Juliet unregisters, is a member no more and leaves with 321 */
+    feed(m, ROMEO, CONFIG_SET("mo", "<field var='muc#roomconfig_membersonly'><value>1</value></field>"));
+    clear_recs();
+    feed(m, JULIET, UNREGISTER("u1"));
+    EXPECT_HAS(ROMEO, "from='" R "/Juliet' type='unavailable'", "affiliation='none' role='none'", "<status code='321'/>");
+    EXPECT_HAS(JULIET, "from='" R "/Juliet' type='unavailable'", "<status code='321'/>", "<status code='110'/>");
+    EXPECT(JULIET, "<iq from='" R "' id='u1' type='result' to='" JULIET "'/>");
+    EXPECT_END();
+    feed(m, ROMEO, MEMBERS_GET("l6"));
+    EXPECT(ROMEO, "<iq from='" R "' id='l6' type='result' to='" ROMEO "'><query xmlns='http://jabber.org/protocol/muc#admin'/></iq>");
+    EXPECT_END();
+    feed(m, JULIET, JOIN(JULIET, "Juliet"));
+    EXPECT_HAS(JULIET, "type='error'", "<registration-required");
+    EXPECT_END();
+    /* an open room: she stays, as affiliation none */
+    feed(m, ROMEO, CONFIG_SET("mo2", "<field var='muc#roomconfig_membersonly'><value>0</value></field>"));
+    feed(m, ROMEO, "<iq id='a2' to='" R "' type='set'><query xmlns='http://jabber.org/protocol/muc#admin'>"
+                   "<item affiliation='member' jid='juliet@localhost'/></query></iq>");
+    feed(m, JULIET, JOIN(JULIET, "Juliet"));
+    clear_recs();
+    feed(m, JULIET, UNREGISTER("u2"));
+    EXPECT_HAS(ROMEO, "from='" R "/Juliet'", "affiliation='none' role='participant'");
+    EXPECT_HAS(JULIET, "from='" R "/Juliet'", "affiliation='none' role='participant'", "<status code='110'/>");
+    EXPECT_HAS(JULIET, "id='u2' type='result'");
+    EXPECT_END();
+    /* the owner unregistering keeps ownership */
+    feed(m, ROMEO, UNREGISTER("u3"));
+    EXPECT(ROMEO, "<iq from='" R "' id='u3' type='result' to='" ROMEO "'/>");
+    EXPECT_END();
+    feed(m, ROMEO, MEMBERS_GET("l7"));
+    EXPECT_HAS(ROMEO, "type='result'");
+    muc_service_free(m);
+    clear_recs();
+}
+
 int main(int argc, char **argv)
 {
     verbose = argc > 1;
@@ -1488,6 +1564,7 @@ int main(int argc, char **argv)
     test_set_config();
     test_room_locking();
     test_occupant_id();
+    test_memberlist_unregister();
     clear_recs();
     xml_arena_free(in_arena);
     rm_rf(data_dir);
