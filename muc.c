@@ -23,6 +23,7 @@
 #define FORM_CONFIG    NS_MUC "#roomconfig"
 #define FORM_INFO      NS_MUC "#roominfo"
 #define FORM_REGISTER  NS_MUC "#register"
+#define FORM_REQUEST   NS_MUC "#request"
 #define CONFIG_VAR     "muc#roomconfig_"
 #define NODE_ROOMUSER  "x-roomuser-item"
 #define NS_OCCUPANT_ID "urn:xmpp:occupant-id:0"
@@ -2014,6 +2015,72 @@ static void handle_private(muc_service *m, const muc_ctx *cx, room *r, occupant 
     send_occupant(m, r, t, &m->e[0]);
 }
 
+/* ---- voice requests (§8.6): a visitor asks, every moderator gets the form, one approves ---- */
+
+/* the first value of the field var in a data form, "" when the field or its value is missing */
+static const char *form_field_value(const xml_node *x, const char *var)
+{
+    for (const xml_node *f = xml_child(x, "field", NS_XDATA); f; f = xml_next_child(f, "field", NS_XDATA)) {
+        const char *v = xml_attr_get(f, "var");
+        if (v && !strcmp(v, var)) {
+            const xml_node *val = xml_child(f, "value", NS_XDATA);
+            return val ? xml_text(val) : "";
+        }
+    }
+    return "";
+}
+
+static xml_node *form_field(muc_service *m, xml_node *x, const char *var, const char *type, const char *label,
+                            const char *value);
+
+static void voice_request(muc_service *m, const muc_ctx *cx, room *r, occupant *o)
+{
+    if (!r->moderated || o->role != ROLE_VISITOR) { send_error(m, cx, "modify", "not-acceptable", r->jid); return; }
+    xml_node *msg = t_node(m, "message", XML_NS_CLIENT);
+    t_attr(m, msg, "from", r->jid);
+    xml_node *x = t_child(m, msg, "x", NS_XDATA);
+    t_attr(m, x, "type", "form");
+    t_text(m, x, "title", NULL, "Voice request");
+    t_text(m, x, "instructions", NULL, "Grant this occupant voice in the room?");
+    form_field(m, x, "FORM_TYPE", "hidden", NULL, FORM_REQUEST);
+    form_field(m, x, "muc#role", "list-single", "Requested role", "participant");
+    form_field(m, x, "muc#jid", "jid-single", "User ID", cx->full);
+    form_field(m, x, "muc#roomnick", "text-single", "Room nickname", o->nick);
+    form_field(m, x, "muc#request_allow", "boolean", "Grant voice to this person?", "false");
+    if (enc_tree(m, &m->e[0], msg) < 0) { send_error(m, cx, "wait", "resource-constraint", r->jid); return; }
+    for (occupant *q = r->first; q; q = q->next)
+        if (q->role == ROLE_MODERATOR) send_occupant(m, r, q, &m->e[0]);
+}
+
+static void voice_approval(muc_service *m, const muc_ctx *cx, room *r, occupant *o, const xml_node *form)
+{
+    if (!o || o->role != ROLE_MODERATOR) { send_error(m, cx, "auth", "forbidden", r->jid); return; }
+    int allow = parse_bool(form_field_value(form, "muc#request_allow"));
+    if (allow < 0) { send_error(m, cx, "modify", "bad-request", r->jid); return; }
+    if (!allow) return;     /* declined: the visitor is not told (as Prosody) */
+    occupant *t = find_nick(r, form_field_value(form, "muc#roomnick"));
+    if (!t) { send_error(m, cx, "cancel", "item-not-found", r->jid); return; }
+    if (t->role != ROLE_VISITOR) return;    /* another moderator was quicker */
+    actor_ref an;
+    t->role = ROLE_PARTICIPANT;
+    pres_spec p = current_spec(t);
+    p.actor = actor_of(o, cx->bare, &an);
+    broadcast_presence(m, r, t, &p, 1);
+}
+
+/* a muc#request form: submitted by a visitor it is a request, with muc#request_allow an answer */
+static void handle_voice_form(muc_service *m, const muc_ctx *cx, room *r, occupant *o, const xml_node *form)
+{
+    const char *type = xml_attr_get(form, "type");
+    if (!type || strcmp(type, "submit") || strcmp(form_field_value(form, "muc#role"), "participant")) {
+        send_error(m, cx, "modify", "bad-request", r->jid);
+        return;
+    }
+    if (!o) { send_error(m, cx, "modify", "not-acceptable", r->jid); return; }
+    if (*form_field_value(form, "muc#request_allow")) voice_approval(m, cx, r, o, form);
+    else voice_request(m, cx, r, o);
+}
+
 static void handle_message(muc_service *m, const muc_ctx *cx, room *r)
 {
     const char *type = stanza_type(cx->st), *nick = cx->to.resource;
@@ -2027,6 +2094,8 @@ static void handle_message(muc_service *m, const muc_ctx *cx, room *r)
         return;
     }
     if (!strcmp(type, "groupchat")) { handle_groupchat(m, cx, r, o); return; }
+    const xml_node *form = xml_child(cx->st, "x", NS_XDATA);
+    if (form && !strcmp(form_field_value(form, "FORM_TYPE"), FORM_REQUEST)) { handle_voice_form(m, cx, r, o, form); return; }
     const xml_node *x = xml_child(cx->st, "x", NS_MUC_USER);
     if (x) { handle_invites(m, cx, r, o, x); return; }
     send_error(m, cx, "modify", "bad-request", r->jid);
@@ -2587,6 +2656,7 @@ static void room_disco_info(muc_service *m, const muc_ctx *cx, room *r, const xm
     t_feature(m, rq, r->public_room ? "muc_public" : "muc_hidden");
     t_feature(m, rq, r->whois_anyone ? "muc_nonanonymous" : "muc_semianonymous");
     t_feature(m, rq, NS_OCCUPANT_ID);
+    t_feature(m, rq, FORM_REQUEST);
     t_table_features(m, rq, room_iqs, sizeof *room_iqs);
     xml_node *x = t_child(m, rq, "x", NS_XDATA);
     t_attr(m, x, "type", "result");

@@ -1535,6 +1535,73 @@ static void test_memberlist_unregister(void)
     clear_recs();
 }
 
+/* §8.6 voice requests in a moderated room */
+#define VOICE_FORM(extra) "<message to='" R "'><x xmlns='jabber:x:data' type='submit'>" \
+    "<field var='FORM_TYPE'><value>http://jabber.org/protocol/muc#request</value></field>" \
+    "<field var='muc#role'><value>participant</value></field>" extra "</x></message>"
+static void test_voice_request(void)
+{
+    muc_service *m = service(1);
+    create_room_with_juliet(m);
+    /* not moderated: nobody is a visitor, a request is out of place */
+    feed(m, JULIET, VOICE_FORM(""));
+    EXPECT_HAS(JULIET, "type='error'", "<not-acceptable");
+    EXPECT_END();
+    feed(m, ROMEO, CONFIG_SET("mod", "<field var='muc#roomconfig_moderatedroom'><value>1</value></field>"));
+    feed(m, NURSE, JOIN(NURSE, "Nurse"));
+    clear_recs();
+    /* a visitor asks: each moderator gets the form */
+    feed(m, NURSE, VOICE_FORM(""));
+    EXPECT(ROMEO, "<message from='" R "' to='" ROMEO "'><x xmlns='jabber:x:data' type='form'><title>Voice request</title>"
+                  "<instructions>Grant this occupant voice in the room?</instructions>"
+                  "<field var='FORM_TYPE' type='hidden'><value>http://jabber.org/protocol/muc#request</value></field>"
+                  "<field var='muc#role' type='list-single' label='Requested role'><value>participant</value></field>"
+                  "<field var='muc#jid' type='jid-single' label='User ID'><value>" NURSE "</value></field>"
+                  "<field var='muc#roomnick' type='text-single' label='Room nickname'><value>Nurse</value></field>"
+                  "<field var='muc#request_allow' type='boolean' label='Grant voice to this person?'><value>false</value></field>"
+                  "</x></message>");
+    EXPECT_END();
+    /* a malformed form, and a request for another role: bad-request */
+    feed(m, NURSE, "<message to='" R "'><x xmlns='jabber:x:data' type='form'>"
+                   "<field var='FORM_TYPE'><value>http://jabber.org/protocol/muc#request</value></field></x></message>");
+    EXPECT_HAS(NURSE, "type='error'", "<bad-request");
+    EXPECT_END();
+    feed(m, NURSE, "<message to='" R "'><x xmlns='jabber:x:data' type='submit'>"
+                   "<field var='FORM_TYPE'><value>http://jabber.org/protocol/muc#request</value></field>"
+                   "<field var='muc#role'><value>moderator</value></field></x></message>");
+    EXPECT_HAS(NURSE, "type='error'", "<bad-request");
+    EXPECT_END();
+    /* a participant cannot approve */
+    feed(m, JULIET, VOICE_FORM("<field var='muc#roomnick'><value>Nurse</value></field>"
+                               "<field var='muc#request_allow'><value>true</value></field>"));
+    EXPECT_HAS(JULIET, "type='error'", "<forbidden");
+    EXPECT_END();
+    /* declined: nothing happens */
+    feed(m, ROMEO, VOICE_FORM("<field var='muc#roomnick'><value>Nurse</value></field>"
+                              "<field var='muc#request_allow'><value>false</value></field>"));
+    EXPECT_END();
+    /* approved: the nurse is a participant, and everyone hears it */
+    feed(m, ROMEO, VOICE_FORM("<field var='muc#roomnick'><value>Nurse</value></field>"
+                              "<field var='muc#request_allow'><value>true</value></field>"));
+    EXPECT_HAS(ROMEO, "from='" R "/Nurse'", "role='participant'", "<actor nick='Romeo' jid='romeo@localhost'/>");
+    EXPECT_HAS(JULIET, "from='" R "/Nurse'", "role='participant'", "<actor nick='Romeo'/>");
+    EXPECT_HAS(NURSE, "from='" R "/Nurse'", "role='participant'", "<status code='110'/>");
+    EXPECT_END();
+    feed(m, NURSE, "<message to='" R "' type='groupchat'><body>thank you</body></message>");
+    EXPECT_HAS(ROMEO, "<body>thank you</body>");
+    /* asking again as a participant: out of place */
+    clear_recs();
+    feed(m, NURSE, VOICE_FORM(""));
+    EXPECT_HAS(NURSE, "type='error'", "<not-acceptable");
+    EXPECT_END();
+    /* from outside the room */
+    feed(m, "friar@localhost/f", VOICE_FORM(""));
+    EXPECT_HAS("friar@localhost/f", "type='error'", "<not-acceptable");
+    EXPECT_END();
+    muc_service_free(m);
+    clear_recs();
+}
+
 int main(int argc, char **argv)
 {
     verbose = argc > 1;
@@ -1565,6 +1632,7 @@ int main(int argc, char **argv)
     test_room_locking();
     test_occupant_id();
     test_memberlist_unregister();
+    test_voice_request();
     clear_recs();
     xml_arena_free(in_arena);
     rm_rf(data_dir);
