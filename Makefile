@@ -8,7 +8,7 @@ WARN     = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wno-unused-par
 SAN_FLAGS = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 LDLIBS   = -lssl -lcrypto
 
-CORE_SRCS = net_epoll.c xml.c server.c router.c stanza.c auth.c muc.c jid.c precis.c config.c log.c store.c admin.c archive.c
+CORE_SRCS = net_epoll.c xml.c server.c router.c stanza.c auth.c muc.c jid.c precis.c config.c log.c store.c admin.c archive.c mam.c
 CORE_OBJS = $(CORE_SRCS:%.c=$(BUILD)/%.o)
 TEST_SRCS = $(wildcard tests/test_*.c)
 TEST_BINS = $(TEST_SRCS:tests/%.c=$(BUILD)/%)
@@ -92,7 +92,7 @@ FUZZ_FLAGS    = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-paramet
                 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 FUZZ_NAMES   ?= xml jid sasl stream admin precis archive
 FUZZ_BINS     = $(FUZZ_NAMES:%=$(FUZZ_DIR)/fuzz_%)
-FUZZ_STREAM_SRCS = server.c router.c stanza.c xml.c auth.c muc.c jid.c precis.c config.c log.c store.c admin.c archive.c fuzz/fake_net.c
+FUZZ_STREAM_SRCS = server.c router.c stanza.c xml.c auth.c muc.c jid.c precis.c config.c log.c store.c admin.c archive.c mam.c fuzz/fake_net.c
 
 $(FUZZ_DIR)/fuzz_xml: fuzz/fuzz_xml.c xml.c $(HEADERS)
 	@mkdir -p $(FUZZ_DIR)

@@ -55,6 +55,8 @@ void config_defaults(config *c)
     c->muc_default_persistent = 0;
     c->muc_default_public = 1;
     c->muc_lock_timeout = 300;
+    c->muc_archive_max = 10000;
+    c->muc_archive_fsync = 1;
 }
 
 int config_parse_bool(const char *s)
@@ -138,6 +140,8 @@ static const key_def keys[] = {
     { "muc_default_persistent", K_BOOL, FIELD(muc_default_persistent), 0, 1 },
     { "muc_default_public", K_BOOL, FIELD(muc_default_public), 0, 1 },
     { "muc_lock_timeout", K_INT, FIELD(muc_lock_timeout), 0, 86400 },
+    { "muc_archive_max", K_INT, FIELD(muc_archive_max), 0, 100000000 },
+    { "muc_archive_fsync", K_BOOL, FIELD(muc_archive_fsync), 0, 1 },
 };
 #define NKEYS (sizeof keys / sizeof keys[0])
 

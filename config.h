@@ -44,6 +44,8 @@ typedef struct config {
     int muc_max_occupants;
     int muc_max_rooms_per_user; /* rooms one account may be in at once */
     int muc_max_history;        /* upper bound for a room's history length */
+    int muc_archive_max;        /* messages a persistent room keeps in its archive (0 = no bound) */
+    int muc_archive_fsync;      /* fdatasync each archived message before it is sent on */
     int muc_lock_timeout;       /* seconds a new room waits for its configuration; 0: rooms open at once */
     int muc_default_history;    /* history length of a new room */
     int muc_default_persistent;

@@ -1,7 +1,9 @@
 /* muc.c - the multi-user chat service (XEP-0045): rooms, occupants and their sessions, affiliations and
  * roles, history, room configuration, and the persistence of rooms as text files in data_dir/rooms/. */
 #include "muc.h"
+#include "archive.h"
 #include "jid.h"
+#include "mam.h"
 #include "precis.h"
 #include "stanza.h"
 #include "store.h"
@@ -29,6 +31,8 @@
 #define NS_OCCUPANT_ID "urn:xmpp:occupant-id:0"
 #define OID_SECRET 32                   /* bytes of a room's occupant-id key */
 #define OID_LEN 22                      /* base64 of 16 bytes of HMAC-SHA-256, unpadded */
+#define MAM_PAGE_DEFAULT 50             /* messages in a MAM page when the query does not say */
+#define MAM_PAGE_MAX 250                /* a larger RSM max is lowered to this */
 
 #define JID_MAX (3 * JID_PART_MAX + 8)
 #define NICK_MAX (JID_PART_MAX + 1)         /* an enforced nick is a resourcepart */
@@ -79,6 +83,8 @@ typedef struct room {
     int maxusers, histlen, defhist;
     time_t lock_until;              /* a locked room is destroyed then */
     unsigned char oid_secret[OID_SECRET];   /* kept in the room file: occupant-ids survive restarts */
+    archive *arc;                   /* a persistent room's messages (XEP-0313), opened when first needed */
+    unsigned char hist_primed;      /* the history ring holds the archive's newest messages already */
     aff_entry *affs;
     size_t naffs, caffs;
     hist_entry *hist;               /* ring of histlen slots, allocated on the first message */
@@ -272,34 +278,6 @@ static long parse_uint(const char *s)
     return v;
 }
 
-static void fmt_stamp(char *out, size_t n, time_t t)
-{
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    strftime(out, n, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
-
-/* XEP-0082 DateTime -> time_t, or -1 */
-static time_t parse_stamp(const char *s)
-{
-    struct tm tm;
-    memset(&tm, 0, sizeof tm);
-    int n = 0;
-    if (sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
-               &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &n) != 6) return -1;
-    s += n;
-    if (*s == '.') { s++; while (isdigit((unsigned char)*s)) s++; }
-    long off = 0;
-    if (*s == '+' || *s == '-') {
-        int hh, mm;
-        if (sscanf(s + 1, "%2d:%2d", &hh, &mm) != 2) return -1;
-        off = (hh * 60L + mm) * 60L * (*s == '-' ? -1 : 1);
-    } else if (*s != 'Z') return -1;
-    tm.tm_year -= 1900;
-    tm.tm_mon -= 1;
-    time_t t = timegm(&tm);
-    return t == (time_t)-1 ? -1 : t - off;
-}
 
 /* ------------------------------------------------------------------ stanza trees in the arena */
 
@@ -772,6 +750,7 @@ static void room_free(room *r)
     free(r->hist);
     if (r->fwd) for (unsigned i = 0; i < FWD_SLOTS; i++) fwd_clear(&r->fwd[i]);
     free(r->fwd);
+    archive_close(r->arc);
     free(r->nicks);
     free(r->sess);
     free(r->jid); free(r->title); free(r->desc); free(r->lang); free(r->password);
@@ -823,6 +802,7 @@ static MUST_USE room *room_new(muc_service *m, const char *name)
     if (!r->jid) { free(r); return NULL; }
     snprintf(r->jid, n, "%s@%s", name, m->domain);
     if (RAND_bytes(r->oid_secret, OID_SECRET) != 1) { free(r->jid); free(r); return NULL; }
+    r->hist_primed = 1;     /* a loaded room is not: rooms_load clears it */
     r->persistent = m->cfg.default_persistent != 0;
     r->public_room = m->cfg.default_public != 0;
     r->allowpm = PM_ANYONE;
@@ -1036,7 +1016,20 @@ static MUST_USE int decode_token(char *t)
     return 0;
 }
 
+static void room_file(const muc_service *m, const room *r, const char *suffix, char *out, size_t n);
+
 static void room_path(const muc_service *m, const room *r, char *out, size_t n)
+{
+    room_file(m, r, ".room", out, n);
+}
+
+/* data_dir/rooms/NAME.archive: the room's messages */
+static void archive_path(const muc_service *m, const room *r, char *out, size_t n)
+{
+    room_file(m, r, ".archive", out, n);
+}
+
+static void room_file(const muc_service *m, const room *r, const char *suffix, char *out, size_t n)
 {
     int len = snprintf(out, n, "%s/rooms/", m->data_dir);
     for (const char *s = r->jid; *s && *s != '@' && len + 4 < (int)n; s++) {
@@ -1044,7 +1037,7 @@ static void room_path(const muc_service *m, const room *r, char *out, size_t n)
         if (isalnum(c) || c == '_' || c == '-' || (c == '.' && s != r->jid)) out[len++] = (char)c;
         else len += snprintf(out + len, n - len, "%%%02X", c);
     }
-    snprintf(out + len, n - len, ".room");
+    snprintf(out + len, n - len, "%s", suffix);
 }
 
 static void setting_write(xml_buf *b, const room *r, const setting *s)
@@ -1096,10 +1089,27 @@ static MUST_USE int room_save(muc_service *m, room *r)
 static MUST_USE int room_unsave(muc_service *m, room *r)
 {
     char path[4096];
+    /* a temporary room keeps no archive: its messages go with the file */
+    archive_close(r->arc);
+    r->arc = NULL;
+    archive_path(m, r, path, sizeof path);
+    if (archive_remove(path) < 0) log_err("muc: cannot remove %s: %s", path, strerror(errno));
     room_path(m, r, path, sizeof path);
     if (unlink(path) == 0 || errno == ENOENT) return 0;
     log_err("muc: cannot remove %s: %s", path, strerror(errno));
     return -1;
+}
+
+/* the room's archive, opened on first use; NULL (logged) when it cannot be */
+static archive *room_archive(muc_service *m, room *r)
+{
+    if (r->arc || !r->persistent) return r->arc;
+    char path[4096], err[256];
+    archive_path(m, r, path, sizeof path);
+    r->arc = archive_open(path, (unsigned)m->cfg.archive_max,
+                          m->cfg.archive_fsync ? ARCHIVE_SYNC_ALWAYS : ARCHIVE_SYNC_NONE, err, sizeof err);
+    if (!r->arc) log_err("muc: %s", err);
+    return r->arc;
 }
 
 /* makes a change durable (a room made temporary loses its file), or puts the room back as the snapshot
@@ -1221,6 +1231,7 @@ static room *load_name(muc_service *m, char **tok, int nt, const char **why)
     if (!r) { *why = "out of memory"; return NULL; }
     *why = NULL;
     r->persistent = 1;
+    r->hist_primed = 0;     /* its history is in its archive, read at the first join or message */
     return r;
 }
 
@@ -1483,9 +1494,50 @@ static void room_reap(muc_service *m, room *r)
 
 /* ------------------------------------------------------------------ history and subject */
 
-static void history_add(room *r, const enc *e)
+static void history_keep(room *r, const char *data, size_t len, size_t split, time_t when);
+static void history_prime(muc_service *m, room *r);
+
+static void history_add(muc_service *m, room *r, const enc *e)
 {
-    if (r->histlen <= 0 || e->b.oom || !e->b.data) return;
+    if (e->b.oom || !e->b.data) return;
+    history_prime(m, r);
+    history_keep(r, e->b.data, e->b.len, e->split, time(NULL));
+}
+
+/* one archived message into the ring, with the delay a history message carries (XEP-0045 §7.2.15) */
+static int prime_one(void *ud, const archive_rec *rec)
+{
+    room *r = ud;
+    static const char close_tag[] = "</message>";
+    size_t cl = sizeof close_tag - 1;
+    const char *gt = memchr(rec->data, '>', rec->len);
+    if (!gt || rec->len < cl || memcmp(rec->data + rec->len - cl, close_tag, cl)) return 0;
+    char stamp[21];
+    stanza_stamp_format(stamp, rec->when);
+    xml_buf b;
+    xml_buf_init(&b);
+    xml_buf_append(&b, rec->data, rec->len - cl);
+    xml_buf_puts(&b, "<delay xmlns='" NS_DELAY "' from='");
+    xml_buf_escape(&b, r->jid, strlen(r->jid));
+    xml_buf_printf(&b, "' stamp='%s'/></message>", stamp);
+    if (!b.oom) history_keep(r, b.data, b.len, (size_t)(gt - rec->data), (time_t)rec->when);
+    xml_buf_free(&b);
+    return 0;
+}
+
+/* a room loaded from disk gets its history from its archive, once, before it is first needed */
+static void history_prime(muc_service *m, room *r)
+{
+    if (r->hist_primed) return;
+    r->hist_primed = 1;
+    archive *a = r->histlen > 0 ? room_archive(m, r) : NULL;
+    if (a && archive_last(a, (unsigned)r->histlen, prime_one, r) < 0)
+        log_err("muc: %s: the history could not be read from its archive", r->jid);
+}
+
+static void history_keep(room *r, const char *data, size_t len, size_t split, time_t when)
+{
+    if (r->histlen <= 0) return;
     if (!r->hist || r->hist_cap != (unsigned)r->histlen) {
         /* (re)size the ring, keeping the newest entries */
         unsigned cap = (unsigned)r->histlen;
@@ -1503,9 +1555,10 @@ static void history_add(room *r, const enc *e)
         r->hist_head = 0;
         r->hist_count = keep;
     }
-    char *d = malloc(e->b.len + 1);
+    char *d = malloc(len + 1);
     if (!d) { log_err("muc: out of memory: a message to %s is not kept in its history", r->jid); return; }
-    memcpy(d, e->b.data, e->b.len + 1);
+    memcpy(d, data, len);
+    d[len] = 0;
     hist_entry *slot;
     if (r->hist_count == r->hist_cap) {
         slot = &r->hist[r->hist_head];
@@ -1513,13 +1566,14 @@ static void history_add(room *r, const enc *e)
         r->hist_head = (r->hist_head + 1) % r->hist_cap;
     } else slot = &r->hist[(r->hist_head + r->hist_count++) % r->hist_cap];
     slot->data = d;
-    slot->len = (unsigned)e->b.len;
-    slot->split = (unsigned)e->split;
-    slot->when = time(NULL);
+    slot->len = (unsigned)len;
+    slot->split = (unsigned)split;
+    slot->when = when;
 }
 
 static void history_send(muc_service *m, room *r, session *s, const xml_node *req)
 {
+    history_prime(m, r);
     if (!r->hist || !r->hist_count) return;
     long maxstanzas = r->defhist, maxchars = -1;
     time_t since = 0;
@@ -1530,8 +1584,8 @@ static void history_send(muc_service *m, room *r, session *s, const xml_node *re
         if ((v = xml_attr_get(req, "maxchars")) && (x = parse_uint(v)) >= 0) maxchars = x;
         if ((v = xml_attr_get(req, "seconds")) && (x = parse_uint(v)) >= 0) since = time(NULL) - x;
         if ((v = xml_attr_get(req, "since"))) {
-            time_t t = parse_stamp(v);
-            if (t > since) since = t;
+            int64_t t;
+            if (stanza_stamp_parse(v, &t) == 0 && t > since) since = (time_t)t;
         }
     }
     unsigned n = 0;
@@ -1888,7 +1942,10 @@ static xml_node *copy_from_occupant(muc_service *m, const room *r, const occupan
     /* a sender's own occupant-id would be a forgery: the room's replaces it (XEP-0421 §4) */
     for (xml_node *c = copy->children, *nx; c; c = nx) {
         nx = c->next;
-        if (is_occupant_id(c)) xml_remove_child(copy, c);
+        /* and a stanza-id in the room's name can only be the room's (XEP-0359 §3.1) */
+        const char *by = c->name && c->ns && !strcmp(c->name, "stanza-id") && !strcmp(c->ns, NS_SID) ?
+                         xml_attr_get(c, "by") : NULL;
+        if (is_occupant_id(c) || (by && !strcmp(by, r->jid))) xml_remove_child(copy, c);
     }
     if (o->oid[0]) t_attr(m, t_child(m, copy, "occupant-id", NS_OCCUPANT_ID), "id", o->oid);
     return copy;
@@ -1978,6 +2035,28 @@ static MUST_USE int set_subject(muc_service *m, const muc_ctx *cx, room *r, cons
     return change_commit(m, cx, r, &s);
 }
 
+/* A persistent room's message is on disk, with its XEP-0359 stanza-id, before anyone gets it: whatever the
+ * sender sees reflected is in the archive. -1 (the sender told) when it cannot be stored: then it is not sent. */
+static int archive_message(muc_service *m, const muc_ctx *cx, room *r, const occupant *o, xml_node *copy)
+{
+    archive *a = room_archive(m, r);
+    if (!a) { send_error(m, cx, "wait", "internal-server-error", r->jid); return -1; }
+    char id[ARCHIVE_ID_MAX], with[JID_MAX * 2];
+    archive_id_format(archive_next_seq(a), id);
+    xml_node *sid = t_child(m, copy, "stanza-id", NS_SID);
+    t_attr(m, sid, "id", id);
+    t_attr(m, sid, "by", r->jid);
+    if (enc_tree(m, &m->e[1], copy) < 0) { send_error(m, cx, "wait", "resource-constraint", r->jid); return -1; }
+    snprintf(with, sizeof with, "%s/%s", r->jid, o->nick);
+    uint64_t seq;
+    if (archive_append(a, (int64_t)time(NULL), with, m->e[1].b.data, m->e[1].b.len, &seq) < 0) {
+        log_err("muc: %s: a message could not be archived: %s", r->jid, strerror(errno));
+        send_error(m, cx, "wait", "internal-server-error", r->jid);
+        return -1;
+    }
+    return 0;
+}
+
 static void handle_groupchat(muc_service *m, const muc_ctx *cx, room *r, occupant *o)
 {
     const xml_node *st = cx->st;
@@ -1989,14 +2068,15 @@ static void handle_groupchat(muc_service *m, const muc_ctx *cx, room *r, occupan
     int subject_change = subj && !body && !xml_child(st, "thread", XML_NS_CLIENT);
     if (subject_change && set_subject(m, cx, r, o, subj) < 0) return;
     xml_node *copy = copy_from_occupant(m, r, o, st);
+    if (body && r->persistent && archive_message(m, cx, r, o, copy) < 0) return;
     if (enc_tree(m, &m->e[0], copy) < 0) { send_error(m, cx, "wait", "resource-constraint", r->jid); return; }
     if (body) {
         char stamp[32];
-        fmt_stamp(stamp, sizeof stamp, time(NULL));
+        stanza_stamp_format(stamp, time(NULL));
         xml_node *d = t_child(m, copy, "delay", NS_DELAY);
         t_attr(m, d, "from", r->jid);
         t_attr(m, d, "stamp", stamp);
-        if (enc_tree(m, &m->hist, copy) == 0) history_add(r, &m->hist);
+        if (enc_tree(m, &m->hist, copy) == 0) history_add(m, r, &m->hist);
     }
     broadcast_enc(m, r, &m->e[0]);
 }
@@ -2617,6 +2697,47 @@ static void room_disco_info(muc_service *m, const muc_ctx *cx, room *r, const xm
 static void room_disco_items(muc_service *m, const muc_ctx *cx, room *r, const xml_node *q, int aff, occupant *o);
 static void handle_register(muc_service *m, const muc_ctx *cx, room *r, const xml_node *q, int aff, occupant *o);
 
+/* ---- the room's archive (XEP-0313): occupants of a persistent room may page through it ---- */
+
+typedef struct mam_walk { muc_service *m; const mam_request *rq; const char *to; const char *from; } mam_walk;
+
+static int mam_send_one(void *ud, const archive_rec *rec)
+{
+    mam_walk *w = ud;
+    mam_put_result(&w->m->tmp.b, &w->m->tmp.split, w->from, w->rq, rec);
+    enc_send_any(w->m, &w->m->tmp, w->to);
+    return 0;
+}
+
+static void room_mam(muc_service *m, const muc_ctx *cx, room *r, const xml_node *q, int aff, occupant *o)
+{
+    if (!r->persistent) {
+        send_error_text(m, cx, "cancel", "feature-not-implemented", r->jid, "a temporary room keeps no archive");
+        return;
+    }
+    if (!o) { send_error(m, cx, "auth", "forbidden", r->jid); return; }
+    if (!strcmp(stanza_type(cx->st), "get")) { send_result(m, cx, mam_form_node(m->arena)); return; }
+    mam_request rq;
+    const char *cond, *text;
+    if (mam_parse(q, MAM_PAGE_DEFAULT, MAM_PAGE_MAX, &rq, &cond, &text) < 0) {
+        send_error_text(m, cx, !strcmp(cond, "item-not-found") || !strcmp(cond, "feature-not-implemented") ? "cancel" : "modify",
+                        cond, r->jid, text);
+        return;
+    }
+    char with[JID_MAX * 2];
+    jid wj;
+    /* 'with' names an occupant by its room JID, as it was stored */
+    if (rq.with && jid_parse(rq.with, &wj) == 0 && jid_full(&wj, with, sizeof with) == 0) rq.q.with = with;
+    archive *a = room_archive(m, r);
+    if (!a) { send_error(m, cx, "wait", "internal-server-error", r->jid); return; }
+    mam_walk w = { m, &rq, cx->full, r->jid };
+    archive_page pg;
+    int n = archive_query_run(a, &rq.q, mam_send_one, &w, &pg);
+    if (n == -2) { send_error_text(m, cx, "cancel", "item-not-found", r->jid, "no such message in the archive"); return; }
+    if (n < 0) { send_error(m, cx, "wait", "internal-server-error", r->jid); return; }
+    send_result(m, cx, mam_fin_node(m->arena, &pg));
+}
+
 static void room_ping(muc_service *m, const muc_ctx *cx, room *r, const xml_node *q, int aff, occupant *o)
 {
     send_result(m, cx, NULL);
@@ -2629,6 +2750,8 @@ static const room_iq_row room_iqs[] = {
     { { NS_MUC_ADMIN, "query", IQ_GET | IQ_SET, NULL }, handle_admin },
     { { NS_REGISTER, "query", IQ_GET | IQ_SET, NULL }, handle_register },
     { { NS_PING, "ping", IQ_GET, NULL }, room_ping },
+    /* advertised by room_disco_info, for persistent rooms only */
+    { { NS_MAM, "query", IQ_GET | IQ_SET, NULL }, room_mam },
     { { NULL, NULL, 0, NULL }, NULL },
 };
 
@@ -2657,6 +2780,7 @@ static void room_disco_info(muc_service *m, const muc_ctx *cx, room *r, const xm
     t_feature(m, rq, r->whois_anyone ? "muc_nonanonymous" : "muc_semianonymous");
     t_feature(m, rq, NS_OCCUPANT_ID);
     t_feature(m, rq, FORM_REQUEST);
+    if (r->persistent) { t_feature(m, rq, NS_MAM); t_feature(m, rq, NS_SID); }
     t_table_features(m, rq, room_iqs, sizeof *room_iqs);
     xml_node *x = t_child(m, rq, "x", NS_XDATA);
     t_attr(m, x, "type", "result");

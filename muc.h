@@ -33,6 +33,8 @@ typedef struct muc_config {
     int default_persistent;
     int default_public;
     int lock_timeout;           /* seconds a room created by a join stays locked unconfigured; 0: no locking */
+    int archive_max;            /* messages a persistent room's archive keeps (the oldest go); 0: no bound */
+    int archive_fsync;          /* 1: each archived message is fdatasync'ed before the room sends it on */
 } muc_config;
 
 typedef struct muc_service muc_service;

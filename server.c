@@ -1842,6 +1842,7 @@ static muc_config muc_config_of(const config *cfg) {
         .max_rooms_per_user = cfg->muc_max_rooms_per_user,
         .default_history = cfg->muc_default_history, .default_persistent = cfg->muc_default_persistent,
         .default_public = cfg->muc_default_public, .lock_timeout = cfg->muc_lock_timeout,
+        .archive_max = cfg->muc_archive_max, .archive_fsync = cfg->muc_archive_fsync,
     };
     return mc;
 }

@@ -1,9 +1,11 @@
 /* stanza.c - what every layer says the same way about stanzas: error and result replies (RFC 6120 §8),
  * the lookup in IQ handler tables and the disco#info features generated from them (XEP-0030), and the
- * string hash of the name tables. */
+ * string hash of the name tables, and the date-times of XEP-0082. */
 #include "stanza.h"
 
+#include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 uint64_t str_hash(const char *s) {
     uint64_t h = 14695981039346656037ULL;
@@ -110,5 +112,61 @@ int disco_add_identity(xml_arena *a, xml_node *query, const char *category, cons
     if (!id || xml_set_attr(a, id, "category", category) < 0 || xml_set_attr(a, id, "type", type) < 0 ||
         (name && xml_set_attr(a, id, "name", name) < 0))
         return -1;
+    return 0;
+}
+
+void stanza_stamp_format(char out[21], int64_t t) {
+    struct tm tm;
+    time_t tt = (time_t)t;
+    if (!gmtime_r(&tt, &tm) || !strftime(out, 21, "%Y-%m-%dT%H:%M:%SZ", &tm)) snprintf(out, 21, "1970-01-01T00:00:00Z");
+}
+
+/* n digits exactly, as a number; -1 when they are not there */
+static int digits(const char **s, int n) {
+    int v = 0;
+    for (int i = 0; i < n; i++, (*s)++) {
+        if (**s < '0' || **s > '9') return -1;
+        v = v * 10 + (**s - '0');
+    }
+    return v;
+}
+
+static int expect_char(const char **s, char c) {
+    if (**s != c) return -1;
+    (*s)++;
+    return 0;
+}
+
+int stanza_stamp_parse(const char *s, int64_t *out) {
+    struct tm tm;
+    memset(&tm, 0, sizeof tm);
+    int y = digits(&s, 4), mo, d, h, mi, se;
+    if (y < 0 || expect_char(&s, '-') || (mo = digits(&s, 2)) < 1 || mo > 12 || expect_char(&s, '-') ||
+        (d = digits(&s, 2)) < 1 || d > 31 || expect_char(&s, 'T') || (h = digits(&s, 2)) < 0 || h > 23 ||
+        expect_char(&s, ':') || (mi = digits(&s, 2)) < 0 || mi > 59 || expect_char(&s, ':') ||
+        (se = digits(&s, 2)) < 0 || se > 60)
+        return -1;
+    if (*s == '.') {
+        s++;
+        if (*s < '0' || *s > '9') return -1;
+        while (*s >= '0' && *s <= '9') s++;
+    }
+    long off = 0;
+    if (*s == '+' || *s == '-') {
+        int sign = *s++ == '-' ? -1 : 1, oh, om;
+        if ((oh = digits(&s, 2)) < 0 || oh > 23 || expect_char(&s, ':') || (om = digits(&s, 2)) < 0 || om > 59)
+            return -1;
+        off = sign * (oh * 60L + om) * 60L;
+    } else if (expect_char(&s, 'Z')) return -1;
+    if (*s) return -1;
+    tm.tm_year = y - 1900;
+    tm.tm_mon = mo - 1;
+    tm.tm_mday = d;
+    tm.tm_hour = h;
+    tm.tm_min = mi;
+    tm.tm_sec = se;
+    time_t t = timegm(&tm);
+    if (t == (time_t)-1 || tm.tm_mday != d) return -1;     /* timegm moved it: no such day (Feb 30) */
+    *out = (int64_t)t - off;
     return 0;
 }

@@ -29,6 +29,16 @@
 #define NS_MUC_USER    NS_MUC "#user"
 #define NS_MUC_ADMIN   NS_MUC "#admin"
 #define NS_MUC_OWNER   NS_MUC "#owner"
+#define NS_MAM         "urn:xmpp:mam:2"
+#define NS_RSM         "http://jabber.org/protocol/rsm"
+#define NS_FORWARD     "urn:xmpp:forward:0"
+#define NS_SID         "urn:xmpp:sid:0"
+
+/* XEP-0082 date-time in UTC, "2026-12-05T08:52:00Z" (21 bytes with the NUL). */
+void stanza_stamp_format(char out[21], int64_t t);
+/* Reads a whole XEP-0082 date-time (fraction and +hh:mm/-hh:mm offset allowed) into seconds since the epoch.
+ * 0, or -1 when it is not one (a field out of range too, such as month 13). */
+int stanza_stamp_parse(const char *s, int64_t *out);
 
 /* FNV-1a over a NUL-terminated string: the hash of every name table (accounts, rooms, nicks). */
 uint64_t str_hash(const char *s);

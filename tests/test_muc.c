@@ -1602,6 +1602,143 @@ static void test_voice_request(void)
     clear_recs();
 }
 
+/* XEP-0313: a persistent room's archive, paged with RSM, kept across restarts */
+#define MAM_Q(id, inner) "<iq id='" id "' to='" R "' type='set'><query xmlns='urn:xmpp:mam:2' queryid='q" id "'>" inner "</query></iq>"
+#define MAM_FORM(fields) "<x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'><value>urn:xmpp:mam:2</value></field>" fields "</x>"
+#define RSM(inner) "<set xmlns='http://jabber.org/protocol/rsm'>" inner "</set>"
+
+static int count_results(const char *to)
+{
+    int n = 0;
+    for (int i = 0; i < nrecs; i++)
+        n += !strncmp(recs[i], to, strlen(to)) && strstr(recs[i], "<result xmlns='urn:xmpp:mam:2'") != NULL;
+    return n;
+}
+
+/* the n-th delivery that holds s, or "" */
+static const char *rec_with(const char *s)
+{
+    for (int i = 0; i < nrecs; i++) if (strstr(recs[i], s)) return recs[i];
+    return "";
+}
+
+/* the text between a and the next b in rec, into out */
+static const char *between(const char *rec, const char *a, const char *b, char *out, size_t n)
+{
+    const char *p = strstr(rec, a), *q = p ? strstr(p + strlen(a), b) : NULL;
+    snprintf(out, n, "%.*s", q ? (int)(q - p - strlen(a)) : 0, q ? p + strlen(a) : "");
+    return out;
+}
+
+static void test_mam(void)
+{
+    char id1[32], id2[32], last[32];
+    muc_config cfg = test_config(1);
+    cfg.default_persistent = 1;
+    cfg.archive_max = 100;
+    muc_service *m = service_from(&cfg);
+    create_room_with_juliet(m);
+    const char *bodies[] = { "one", "two", "three", "four", "five" };
+    for (int i = 0; i < 5; i++) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "<message to='" R "' type='groupchat'><body>%s</body>"
+                 "<stanza-id xmlns='urn:xmpp:sid:0' id='forged' by='" R "'/></message>", bodies[i]);
+        feed(m, i % 2 ? JULIET : ROMEO, msg);
+        CHECK(nrecs == 2 && strstr(recs[0], "<stanza-id xmlns='urn:xmpp:sid:0' id='") && strstr(recs[0], " by='" R "'/>")
+              && !strstr(recs[0], "forged") && strstr(recs[1], "<stanza-id"), "message %d carries the room's stanza-id only: %s",
+              i, nrecs ? recs[0] : "nothing");
+        if (i == 0) between(recs[0], "<stanza-id xmlns='urn:xmpp:sid:0' id='", "'", id1, sizeof id1);
+    }
+    /* the search form */
+    feed(m, ROMEO, "<iq id='f' to='" R "' type='get'><query xmlns='urn:xmpp:mam:2'/></iq>");
+    EXPECT_HAS(ROMEO, "type='result'", "<field var='FORM_TYPE' type='hidden'><value>urn:xmpp:mam:2</value></field>",
+               "<field var='with' type='jid-single'/>", "<field var='start' type='text-single'/>");
+    EXPECT_END();
+    /* everything: five results in order, then the fin */
+    feed(m, ROMEO, MAM_Q("1", ""));
+    CHECK_INT(5, count_results(ROMEO));
+    CHECK(nrecs == 6 && strstr(recs[0], "<result xmlns='urn:xmpp:mam:2' queryid='q1' id='") &&
+          strstr(recs[0], "<forwarded xmlns='urn:xmpp:forward:0'><delay xmlns='urn:xmpp:delay' stamp='") &&
+          strstr(recs[0], "<message xmlns='jabber:client' type='groupchat' from='" R "/Romeo'><body>one</body>") &&
+          strstr(recs[4], "<body>five</body>"), "results in order: %s", nrecs ? recs[0] : "nothing");
+    CHECK(strstr(recs[0], id1) != NULL, "the first result's id is the stanza-id the room gave (%s): %s", id1, recs[0]);
+    CHECK(strstr(recs[5], "<fin xmlns='urn:xmpp:mam:2' complete='true'><set xmlns='http://jabber.org/protocol/rsm'><first index='0'>")
+          && strstr(recs[5], "<count>5</count>"), "fin: %s", recs[5]);
+    /* a page of two, then the next */
+    feed(m, ROMEO, MAM_Q("2", RSM("<max>2</max>")));
+    CHECK_INT(2, count_results(ROMEO));
+    CHECK(strstr(rec_with("<fin"), "complete") == NULL, "a first page of two is not complete: %s", rec_with("<fin"));
+    between(rec_with("<fin"), "<last>", "</last>", last, sizeof last);
+    char q[512];
+    snprintf(q, sizeof q, "<iq id='3' to='" R "' type='set'><query xmlns='urn:xmpp:mam:2'>" RSM("<max>2</max><after>%s</after>") "</query></iq>", last);
+    feed(m, ROMEO, q);
+    CHECK(count_results(ROMEO) == 2 && strstr(recs[0], "<body>three</body>") && strstr(rec_with("<fin"), "<first index='2'>"),
+          "the second page: three and four, from index 2: %s", nrecs ? recs[0] : "nothing");
+    /* the last page */
+    feed(m, ROMEO, MAM_Q("4", RSM("<max>2</max><before/>")));
+    CHECK(count_results(ROMEO) == 2 && strstr(recs[0], "<body>four</body>") && strstr(recs[1], "<body>five</body>") &&
+          strstr(rec_with("<fin"), "<first index='3'>"), "the last page: four and five: %s", nrecs ? recs[0] : "nothing");
+    /* with: Juliet's messages */
+    feed(m, ROMEO, MAM_Q("5", MAM_FORM("<field var='with'><value>" R "/Juliet</value></field>")));
+    CHECK(count_results(ROMEO) == 2 && strstr(recs[0], "<body>two</body>") && strstr(rec_with("<fin"), "<count>2</count>"),
+          "with Juliet: two and four: %s", nrecs ? recs[0] : "nothing");
+    /* start after everything: nothing, complete */
+    feed(m, ROMEO, MAM_Q("6", MAM_FORM("<field var='start'><value>2999-01-01T00:00:00Z</value></field>")));
+    EXPECT(ROMEO, "<iq from='" R "' id='6' type='result' to='" ROMEO "'><fin xmlns='urn:xmpp:mam:2' complete='true'>"
+                  "<set xmlns='http://jabber.org/protocol/rsm'><count>0</count></set></fin></iq>");
+    EXPECT_END();
+    /* bad input: each gets its error, nothing changes */
+    feed(m, ROMEO, MAM_Q("b1", MAM_FORM("<field var='start'><value>2026-13-01T00:00:00Z</value></field>")));
+    EXPECT(ROMEO, "<iq from='" R "' id='b1' type='error' to='" ROMEO "'><error type='modify' by='" R "'><bad-request xmlns='" STZ "'/>"
+                  "<text xmlns='" STZ "'>start is not a date-time</text></error></iq>");
+    feed(m, ROMEO, MAM_Q("b2", MAM_FORM("<field var='end'><value>yesterday</value></field>")));
+    EXPECT_HAS(ROMEO, "type='error'", "<bad-request", "end is not a date-time");
+    feed(m, ROMEO, MAM_Q("b3", RSM("<max>-1</max>")));
+    EXPECT_HAS(ROMEO, "type='error'", "<bad-request", "max is not a number");
+    feed(m, ROMEO, MAM_Q("b4", RSM("<after>00000000000000ff</after>")));
+    EXPECT_HAS(ROMEO, "type='error'", "<error type='cancel'", "<item-not-found");
+    feed(m, ROMEO, MAM_Q("b5", RSM("<before>not-an-id</before>")));
+    EXPECT_HAS(ROMEO, "type='error'", "<item-not-found");
+    feed(m, ROMEO, MAM_Q("b6", MAM_FORM("<field var='fulltext'><value>x</value></field>")));
+    EXPECT_HAS(ROMEO, "type='error'", "<bad-request", "unsupported field");
+    feed(m, ROMEO, MAM_Q("b7", "<x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE'><value>urn:xmpp:mam:1</value></field></x>"));
+    EXPECT_HAS(ROMEO, "type='error'", "<bad-request");
+    feed(m, NURSE, MAM_Q("b8", ""));
+    EXPECT_HAS(NURSE, "type='error'", "<forbidden");
+    EXPECT_END();
+    /* a huge max is lowered, not refused */
+    feed(m, ROMEO, MAM_Q("7", RSM("<max>400000000000000000000</max>")));
+    CHECK_INT(5, count_results(ROMEO));
+    /* after a restart: the history comes from the archive, the archive is whole, ids go on */
+    muc_service_free(m);
+    clear_recs();
+    m = service_from(&cfg);
+    feed(m, JULIET, JOIN(JULIET, "Juliet"));
+    CHECK(nrecs == 7 && strstr(recs[1], "<body>one</body>") && strstr(recs[5], "<body>five</body>") &&
+          strstr(recs[5], "<delay xmlns='urn:xmpp:delay' from='" R "' stamp='") && strstr(recs[5], "<stanza-id"),
+          "history after a restart: five messages with delay and stanza-id, got %d: %s", nrecs, nrecs > 1 ? recs[1] : "");
+    feed(m, JULIET, "<message to='" R "' type='groupchat'><body>six</body></message>");
+    between(recs[0], "<stanza-id xmlns='urn:xmpp:sid:0' id='", "'", id2, sizeof id2);
+    CHECK(strcmp(id2, id1) > 0, "ids go on after a restart: %s after %s", id2, id1);
+    feed(m, JULIET, MAM_Q("9", ""));
+    CHECK(count_results(JULIET) == 6 && strstr(rec_with("<fin"), "<count>6</count>"), "six archived: %s", rec_with("<fin"));
+    /* disco says so */
+    feed(m, NURSE, DISCO_INFO("d"));
+    EXPECT_HAS(NURSE, "<feature var='urn:xmpp:mam:2'/><feature var='urn:xmpp:sid:0'/>");
+    /* made temporary, the room keeps no archive */
+    feed(m, JULIET, "<presence type='unavailable' to='" R "/Juliet'/>");
+    feed(m, ROMEO, JOIN(ROMEO, "Romeo"));
+    feed(m, ROMEO, CONFIG_SET("t", "<field var='muc#roomconfig_persistentroom'><value>0</value></field>"));
+    char path[256];
+    snprintf(path, sizeof path, "%s/rooms/room.archive", data_dir);
+    CHECK(access(path, F_OK) != 0, "%s removed with the room's persistence", path);
+    feed(m, ROMEO, MAM_Q("10", ""));
+    EXPECT_HAS(ROMEO, "type='error'", "<feature-not-implemented");
+    EXPECT_END();
+    muc_service_free(m);
+    clear_recs();
+}
+
 int main(int argc, char **argv)
 {
     verbose = argc > 1;
@@ -1633,6 +1770,7 @@ int main(int argc, char **argv)
     test_occupant_id();
     test_memberlist_unregister();
     test_voice_request();
+    test_mam();
     clear_recs();
     xml_arena_free(in_arena);
     rm_rf(data_dir);
