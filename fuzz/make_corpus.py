@@ -167,3 +167,31 @@ stream("muc_shutdown", TWO | 0x80, BOTH_BOUND,
               "<field var='muc#roomconfig_persistentroom'><value>1</value></field></x></query></iq>" % (ROOM, MUC)),
        rec(1, join % "Juliet"))
 stream("sighup", 0x40, 3, rec(0, "<presence/>"))
+# a persistent room's archive (MAM, RSM), a voice request, bounces and odd nicks
+MAM = "urn:xmpp:mam:2"
+RSM = "http://jabber.org/protocol/rsm"
+stream("muc_mam", TWO, BOTH_BOUND,
+       rec(0, join % "Romeo"),
+       rec(0, "<iq type='set' id='cs' to='%s'><query xmlns='%s#owner'><x xmlns='jabber:x:data' type='submit'>"
+              "<field var='muc#roomconfig_persistentroom'><value>1</value></field>"
+              "<field var='muc#roomconfig_moderatedroom'><value>1</value></field>"
+              "<field var='muc#roomconfig_passwordprotectedroom'><value>0</value></field>"
+              "<field var='muc#roomconfig_roomsecret'><value></value></field></x></query></iq>" % (ROOM, MUC)),
+       rec(0, "<message type='groupchat' to='%s'><body>one</body><stanza-id xmlns='urn:xmpp:sid:0' id='x' by='%s'/>"
+              "<occupant-id xmlns='urn:xmpp:occupant-id:0' id='forged'/></message>" % (ROOM, ROOM)),
+       rec(1, "<presence to='%s/Ｊｕｌ'><x xmlns='%s'/></presence>" % (ROOM, MUC)),
+       rec(1, "<message to='%s'><x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE'>"
+              "<value>%s#request</value></field><field var='muc#role'><value>participant</value></field></x></message>" % (ROOM, MUC)),
+       rec(0, "<message to='%s'><x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE'><value>%s#request</value>"
+              "</field><field var='muc#role'><value>participant</value></field><field var='muc#roomnick'><value>Jul</value>"
+              "</field><field var='muc#request_allow'><value>true</value></field></x></message>" % (ROOM, MUC)),
+       rec(0, "<iq type='get' id='m0' to='%s'><query xmlns='%s'/></iq>" % (ROOM, MAM)),
+       rec(0, "<iq type='set' id='m1' to='%s'><query xmlns='%s' queryid='f1'><x xmlns='jabber:x:data' type='submit'>"
+              "<field var='FORM_TYPE'><value>%s</value></field><field var='start'><value>2010-06-07T00:00:00Z</value>"
+              "</field><field var='with'><value>%s/Romeo</value></field></x><set xmlns='%s'><max>1</max><before/></set>"
+              "</query></iq>" % (ROOM, MAM, MAM, ROOM, RSM)),
+       rec(0, "<iq type='set' id='m2' to='%s'><query xmlns='%s'><set xmlns='%s'><max>99999999999</max>"
+              "<after>0000000000000001</after></set></query></iq>" % (ROOM, MAM, RSM)),
+       rec(1, "<message type='error' to='%s/Romeo'><error type='cancel'><service-unavailable "
+              "xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>" % ROOM),
+       rec(1, "<iq type='set' id='u' to='%s'><query xmlns='jabber:iq:register'><remove/></query></iq>" % ROOM))

@@ -1,8 +1,11 @@
 #!/usr/bin/python3
 """slixmpp_check.py - Couplet as a real client library sees it: Debian's python3-slixmpp logs two accounts in
 over STARTTLS with SCRAM-SHA-1 against the self-signed certificate, exchanges messages, pings the server, and
-uses a password-protected room; a third login goes over direct TLS (XEP-0368). Prints one line per check and
-"N passed, M failed".
+uses rooms as today's clients do (a locked new room made instant, a password room configured by submitting
+the whole form, one nick from two devices, MUC self-ping); a third login goes over direct TLS (XEP-0368).
+Then the server is restarted and the room's archive is read with MAM (XEP-0313), and killed with SIGKILL
+while messages are being archived: every message the room reflected must be in the archive after the next
+start. Prints one line per check and "N passed, M failed".
 
 usage: slixmpp_check.py PATH_TO_COUPLET
 """
@@ -51,6 +54,7 @@ class Bot(slixmpp.ClientXMPP):
         self.register_plugin("xep_0030")
         self.register_plugin("xep_0045")
         self.register_plugin("xep_0004")
+        self.register_plugin("xep_0313")
         self.add_event_handler("message", lambda m: self.inbox.put_nowait(m))
         self.room_messages = asyncio.Queue()
         self.add_event_handler("groupchat_message", lambda m: self.room_messages.put_nowait(m))
@@ -115,6 +119,7 @@ async def scenario(port, tls_port):
         check(False, "disco#info on the server", e)
 
     await rooms(romeo, juliet)
+    await rooms_today(romeo, juliet, port)
     for bot in (romeo, juliet):
         bot.disconnect()
     await asyncio.sleep(0.5)
@@ -232,6 +237,184 @@ async def rooms(romeo, juliet):
         check(False, "a banned juliet cannot rejoin", e)
 
 
+async def drain(q):
+    while not q.empty():
+        q.get_nowait()
+
+
+async def rooms_today(romeo, juliet, port):
+    """What current clients do with rooms: instant rooms, whole-form configuration, several devices, self-ping."""
+    room = "capulet@conference.localhost"
+    muc_r, muc_j = romeo["xep_0045"], juliet["xep_0045"]
+    try:
+        joined = await muc_r.join_muc_wait(room, "Romeo", timeout=5)
+        codes = joined[0]["muc"]["status_codes"]
+        check(201 in codes and 110 in codes, "a new room says 201 (created, awaiting configuration)", codes)
+    except Exception as e:
+        check(False, "romeo creates a second room", e)
+        return
+    try:
+        await muc_j.join_muc_wait(room, "Juliet", timeout=5)
+        check(False, "the locked room refuses juliet", "joined")
+    except slixmpp.exceptions.PresenceError as e:
+        check(e.condition == "item-not-found", "the new room is locked: juliet gets item-not-found", e.condition)
+    except Exception as e:
+        check(False, "the locked room refuses juliet", e)
+    try:
+        await muc_r.set_room_config(room, romeo["xep_0004"].make_form(ftype="submit"), timeout=5)
+        await muc_j.join_muc_wait(room, "Juliet", timeout=5)
+        check(True, "an empty submitted form makes it an instant room, and juliet joins")
+    except Exception as e:
+        check(False, "the instant room opens", e)
+        return
+    # one nick from two devices: one occupant, both devices get the room's messages
+    phone = Bot("juliet@localhost/phone", "password", "SCRAM-SHA-1")
+    phone["feature_mechanisms"].unencrypted_plain = False
+    phone.connect(("127.0.0.1", port))
+    try:
+        await asyncio.wait_for(phone.ready.wait(), 10)
+        await drain(romeo.presences)
+        await phone["xep_0045"].join_muc_wait(room, "Juliet", timeout=5)
+        check(True, "juliet's phone joins under the same nick")
+        try:
+            p = await presence_from(romeo, room + "/Juliet", 0.7)
+            check(False, "romeo sees one juliet, not a second join", p)
+        except asyncio.TimeoutError:
+            check(True, "romeo sees one juliet, not a second join")
+        await drain(juliet.room_messages)
+        await drain(phone.room_messages)
+        romeo.send_message(mto=room, mbody="to both devices", mtype="groupchat")
+        got = []
+        for bot in (juliet, phone):
+            try:
+                while True:
+                    m = await asyncio.wait_for(bot.room_messages.get(), 5)
+                    if m["body"]:
+                        got.append(m["body"])
+                        break
+            except asyncio.TimeoutError:
+                got.append(None)
+        check(got == ["to both devices"] * 2, "a groupchat message reaches both of juliet's devices", got)
+        try:
+            await phone["xep_0199"].ping(jid=room + "/Juliet", timeout=5)
+            check(True, "MUC self-ping (XEP-0410) from a joined device is answered by the room")
+        except Exception as e:
+            check(False, "MUC self-ping from a joined device", e)
+        phone["xep_0045"].leave_muc(room, "Juliet")
+        await asyncio.sleep(0.3)
+        try:
+            await phone["xep_0199"].ping(jid=room + "/Juliet", timeout=5)
+            check(False, "self-ping from a device that left", "answered")
+        except slixmpp.exceptions.IqError as e:
+            check(e.condition == "not-acceptable", "self-ping from a device that left: not-acceptable", e.condition)
+    except Exception as e:
+        check(False, "juliet's second device", e)
+    finally:
+        phone.disconnect()
+    # a password and persistence set by submitting the whole form back, the protection box left unchanged
+    room = "montague@conference.localhost"
+    try:
+        await muc_r.join_muc_wait(room, "Romeo", timeout=5)
+        form = await muc_r.get_room_config(room, timeout=5)
+        fields = form.get_fields()
+        check(fields["muc#roomconfig_passwordprotectedroom"]["value"] in (False, "0"),
+              "the form shows the room unprotected", fields["muc#roomconfig_passwordprotectedroom"]["value"])
+        fields["muc#roomconfig_roomsecret"]["value"] = "ring"
+        fields["muc#roomconfig_persistentroom"]["value"] = True
+        await muc_r.set_room_config(room, form, timeout=5)
+        check(True, "romeo submits the whole form with a new secret")
+    except Exception as e:
+        check(False, "romeo configures the montague room with the whole form", e)
+        return
+    try:
+        await muc_j.join_muc_wait(room, "Juliet", timeout=5)
+        check(False, "the room is protected by the secret typed in the form", "joined")
+    except slixmpp.exceptions.PresenceError as e:
+        check(e.condition == "not-authorized", "the room is protected by the secret typed in the form", e.condition)
+    await drain(romeo.room_messages)
+    for i in range(3):
+        romeo.send_message(mto=room, mbody="archived %d" % i, mtype="groupchat")
+    got = []
+    try:
+        while len(got) < 3:
+            m = await asyncio.wait_for(romeo.room_messages.get(), 5)
+            if m["body"]:
+                got.append(m["body"])
+    except asyncio.TimeoutError:
+        pass
+    check(got == ["archived 0", "archived 1", "archived 2"], "three messages in the persistent room come back", got)
+
+
+async def mam_bodies(bot, room):
+    """the bodies of everything in the room's archive, oldest first, with RSM pages of 100"""
+    bodies, after = [], None
+    for _ in range(20):
+        rsm = {"max": 100}
+        if after:
+            rsm["after"] = after
+        iq = await bot["xep_0313"].retrieve(jid=room, rsm=rsm, timeout=10)
+        res = iq["mam"]["results"]
+        bodies += [m["mam_result"]["forwarded"]["stanza"]["body"] for m in res]
+        after = iq["mam_fin"]["rsm"]["last"]
+        if iq["mam_fin"]["complete"] in (True, "true") or not res:
+            break
+    return bodies
+
+
+async def archive_after_restart(port, kill_and_restart):
+    """The montague room's archive after a clean restart, and after SIGKILL in the middle of a burst."""
+    room = "montague@conference.localhost"
+    romeo = Bot("romeo@localhost/orchard", "password", "SCRAM-SHA-1")
+    romeo["feature_mechanisms"].unencrypted_plain = False
+    romeo.connect(("127.0.0.1", port))
+    try:
+        await asyncio.wait_for(romeo.ready.wait(), 10)
+        await romeo["xep_0045"].join_muc_wait(room, "Romeo", timeout=5)
+        bodies = await mam_bodies(romeo, room)
+        check(bodies[-3:] == ["archived 0", "archived 1", "archived 2"],
+              "after a restart, MAM (XEP-0313) returns the room's messages in order", bodies)
+        await drain(romeo.room_messages)
+        for i in range(200):
+            romeo.send_message(mto=room, mbody="burst %d" % i, mtype="groupchat")
+        reflected = []
+        try:
+            while len(reflected) < 40:
+                m = await asyncio.wait_for(romeo.room_messages.get(), 5)
+                if m["body"]:
+                    reflected.append(m["body"])
+        except asyncio.TimeoutError:
+            pass
+        kill_and_restart()
+        await asyncio.sleep(0.2)
+        while not romeo.room_messages.empty():      # what arrived before the kill also counts
+            m = romeo.room_messages.get_nowait()
+            if m["body"]:
+                reflected.append(m["body"])
+        romeo.abort()
+    except Exception as e:
+        check(False, "the burst before SIGKILL", e)
+        romeo.abort()
+        return
+    again = Bot("romeo@localhost/again", "password", "SCRAM-SHA-1")
+    again["feature_mechanisms"].unencrypted_plain = False
+    again.connect(("127.0.0.1", port))
+    try:
+        await asyncio.wait_for(again.ready.wait(), 10)
+        await again["xep_0045"].join_muc_wait(room, "Romeo", timeout=5)
+        bodies = await mam_bodies(again, room)
+        missing = [b for b in reflected if b not in bodies]
+        check(len(reflected) >= 40 and not missing,
+              "after SIGKILL mid-burst, all %d reflected messages are in the archive" % len(reflected), missing[:5])
+        burst = [b for b in bodies if b.startswith("burst ")]
+        check(burst == ["burst %d" % i for i in range(len(burst))],
+              "the archive holds the burst in order, without holes (%d of 200 stored)" % len(burst), burst[:5])
+    except Exception as e:
+        check(False, "MAM after SIGKILL", e)
+    finally:
+        again.disconnect()
+        await asyncio.sleep(0.3)
+
+
 def main():
     couplet = os.path.abspath(sys.argv[1])
     tmp = tempfile.mkdtemp(prefix="couplet-slixmpp-")
@@ -245,25 +428,46 @@ def main():
     for user in ("romeo", "juliet", "nurse"):
         subprocess.run([couplet, "-c", conf, "adduser", user + "@localhost"], input=b"password\n", check=True)
     log = open(os.path.join(tmp, "server.log"), "w")
-    server = subprocess.Popen([couplet, "-c", conf], stderr=log)
-    try:
+
+    def start():
+        proc = subprocess.Popen([couplet, "-c", conf], stderr=log)
         for _ in range(100):
             try:
                 socket.create_connection(("127.0.0.1", port), 0.2).close()
                 break
             except OSError:
                 time.sleep(0.05)
-        asyncio.run(asyncio.wait_for(scenario(port, tls_port), 40))
+        return proc
+
+    def stop(proc):
+        proc.send_signal(signal.SIGTERM)
+        try:
+            return proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            return "killed"
+
+    server = start()
+    try:
+        asyncio.run(asyncio.wait_for(scenario(port, tls_port), 60))
     except asyncio.TimeoutError:
         check(False, "the slixmpp scenario finishes in time", "timeout")
+    code = stop(server)
+    check(code == 0, "the server exits 0 after SIGTERM", code)
+    state = {"server": start()}
+
+    def kill_and_restart():
+        state["server"].kill()          # SIGKILL: no flush, no goodbye
+        state["server"].wait()
+        state["server"] = start()
+
+    try:
+        asyncio.run(asyncio.wait_for(archive_after_restart(port, kill_and_restart), 60))
+    except asyncio.TimeoutError:
+        check(False, "the archive checks finish in time", "timeout")
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            code = server.wait(5)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            code = "killed"
-        check(code == 0, "the server exits 0 after SIGTERM", code)
+        stop(state["server"])
         shutil.rmtree(tmp, ignore_errors=True)
     print("%d passed, %d failed" % (passed, failed))
     sys.exit(1 if failed else 0)
