@@ -1756,6 +1756,7 @@ static void presence_nick_change(muc_service *m, const muc_ctx *cx, room *r, occ
     no = occupant_rename(r, o, no);
     store_payload_or_log(m, no, cx->st);
     p = current_spec(no);
+    p.renamed = strcmp(cx->to.resource, no->nick) != 0;     /* the room shows it otherwise (§7.6) */
     broadcast_presence(m, r, no, &p, 1);
 }
 
@@ -1863,6 +1864,8 @@ static void session_bounced(muc_service *m, const muc_ctx *cx, room *r)
     m->touched = r;
 }
 
+static void room_destroy(muc_service *m, room *r, const char *alt, const char *reason);
+
 /* NULL when nick is acceptable, with its enforced form (RFC 8266 §2.3) in enforced; else why it is not */
 static const char *nick_refused(const char *nick, char enforced[NICK_MAX])
 {
@@ -1883,6 +1886,8 @@ static void handle_presence(muc_service *m, const muc_ctx *cx, room *r)
     if (type && !strcmp(type, "error")) { session_bounced(m, cx, r); return; }
     if (type && !strcmp(type, "unavailable")) {
         if (!o) return;
+        /* the owner leaving a room never configured takes it along (§10.1.3) */
+        if (r->locked && !o->sessions->next && r->noccupants == 1) { room_destroy(m, r, NULL, NULL); return; }
         if (o->sessions->next) { session_leave(m, r, o, s); return; }
         store_payload_or_log(m, o, cx->st);
         pres_spec p = current_spec(o);
@@ -2524,6 +2529,8 @@ static void admin_list_affs(muc_service *m, const muc_ctx *cx, room *r, const ch
      * are public anyway (as Prosody) */
     int may = aff >= AFF_ADMIN || (a == AFF_MEMBER && ((o && (r->memberlist_roles & (1u << o->role))) ||
                                                         (r->whois_anyone && aff >= AFF_MEMBER)));
+    /* who the owners and admins are is the owners' to know where real JIDs are not public (§10.5, §10.8) */
+    if (a >= AFF_ADMIN && aff < AFF_OWNER && !r->whois_anyone) may = 0;
     if (!may) { send_error(m, cx, "auth", "forbidden", r->jid); return; }
     xml_node *rq = t_node(m, "query", NS_MUC_ADMIN);
     for (size_t i = 0; i < r->naffs; i++) {
@@ -2562,7 +2569,7 @@ static void admin_list(muc_service *m, const muc_ctx *cx, room *r, const xml_nod
 }
 
 /* checks one change against XEP-0045's permission rules; NULL or "type condition" */
-static const char *admin_check(room *r, const xml_node *it, int aff, occupant *o, admin_change *c)
+static const char *admin_check(room *r, const xml_node *it, int aff, occupant *o, const char *self, admin_change *c)
 {
     const char *as = xml_attr_get(it, "affiliation"), *rs = xml_attr_get(it, "role");
     const char *nick = xml_attr_get(it, "nick"), *j = xml_attr_get(it, "jid");
@@ -2582,10 +2589,13 @@ static const char *admin_check(room *r, const xml_node *it, int aff, occupant *o
             snprintf(c->bare, sizeof c->bare, "%s", t->bare);
         } else return "modify bad-request";
         if (aff < AFF_ADMIN) return "auth forbidden";
+        /* an admin or owner may not ban himself (§9.1) */
+        if (c->aff == AFF_OUTCAST && !strcmp(c->bare, self)) return "cancel conflict";
         int cur = room_aff(r, c->bare);
         if (aff == AFF_ADMIN) {
             if (c->aff >= AFF_ADMIN) return "auth forbidden";
-            if (cur >= AFF_ADMIN) return "cancel not-allowed";
+            /* banning an admin or owner is not allowed (§9.1); any other change to one is an owner's (§10.7) */
+            if (cur >= AFF_ADMIN) return c->aff == AFF_OUTCAST ? "cancel not-allowed" : "auth forbidden";
         }
         return NULL;
     }
@@ -2595,11 +2605,12 @@ static const char *admin_check(room *r, const xml_node *it, int aff, occupant *o
     c->target = find_nick(r, nick);
     if (!c->target) return "cancel item-not-found";
     int taff = c->target->aff;
+    /* kicking or silencing someone of higher affiliation is not allowed (§8.2, §8.4), before any other rule */
+    if (c->role < ROLE_MODERATOR && taff >= AFF_ADMIN && c->target != o) return "cancel not-allowed";
+    if (c->role < ROLE_MODERATOR && taff > aff) return "cancel not-allowed";
     if (c->role == ROLE_MODERATOR || c->target->role == ROLE_MODERATOR) {
         if (aff < AFF_ADMIN) return "auth forbidden";
     }
-    if (c->role < ROLE_MODERATOR && taff >= AFF_ADMIN && c->target != o) return "cancel not-allowed";
-    if (c->role < ROLE_MODERATOR && taff > aff) return "cancel not-allowed";
     return NULL;
 }
 
@@ -2642,7 +2653,7 @@ static void handle_admin(muc_service *m, const muc_ctx *cx, room *r, const xml_n
     if (!cs) { send_error(m, cx, "wait", "resource-constraint", r->jid); return; }
     size_t i = 0;
     for (const xml_node *it = first; it; it = xml_next_child(it, "item", NS_MUC_ADMIN), i++) {
-        const char *err = admin_check(r, it, aff, o, &cs[i]);
+        const char *err = admin_check(r, it, aff, o, cx->bare, &cs[i]);
         if (err) { send_error_pair(m, cx, err, r->jid); return; }
     }
     if (leaves_no_owner(r, cs, n)) { send_error(m, cx, "cancel", "conflict", r->jid); return; }
@@ -2892,6 +2903,9 @@ static void handle_register(muc_service *m, const muc_ctx *cx, room *r, const xm
 {
     aff_entry *e = room_aff_entry(r, cx->bare);
     if (aff == AFF_OUTCAST) send_error(m, cx, "auth", "forbidden", r->jid);
+    /* who may not register is told so when asking for the form too (§7.10) */
+    else if (!strcmp(stanza_type(cx->st), "get") && r->membersonly && aff < AFF_MEMBER)
+        send_error(m, cx, "cancel", "not-allowed", r->jid);
     else if (!strcmp(stanza_type(cx->st), "get")) register_form(m, cx, e);
     else if (!xml_child(q, "remove", NS_REGISTER)) register_nick(m, cx, r, q, aff);
     else if (!e || (!e->nick && e->aff != AFF_MEMBER) || unregister(m, cx, r) == 0) send_result(m, cx, NULL);
