@@ -1909,6 +1909,14 @@ static void handle_presence(muc_service *m, const muc_ctx *cx, room *r)
         /* a status update that cannot be kept is refused, not broadcast stale */
         if (store_payload(m, o, cx->st) < 0) { send_error(m, cx, "wait", "resource-constraint", r->jid); return; }
         pres_spec p = current_spec(o);
+        const xml_node *mucx = xml_child(cx->st, "x", NS_MUC);
+        if (mucx) {
+            /* a join from a session already in: its client lost track of the room (a reconnect), so it gets
+             * the room's state again as on a first join (§7.2.1, as Prosody); the others its presence */
+            join_output(m, cx, r, o, s, 0, mucx);
+            broadcast_presence(m, r, o, &p, 0);
+            return;
+        }
         broadcast_presence(m, r, o, &p, 1);
         return;
     }
@@ -1987,6 +1995,13 @@ static void send_invites(muc_service *m, const muc_ctx *cx, room *r, occupant *o
         t_attr(m, in, "from", cx->bare);
         const xml_node *reason = xml_child(inv, "reason", NS_MUC_USER);
         if (reason) t_text(m, in, "reason", NULL, xml_text(reason));
+        /* a one-to-one chat carried on in the room (§7.9): its thread goes with the invitation */
+        const xml_node *cont = xml_child(inv, "continue", NS_MUC_USER);
+        if (cont) {
+            xml_node *c = t_child(m, in, "continue", NULL);
+            const char *thread = xml_attr_get(cont, "thread");
+            if (thread) t_attr(m, c, "thread", thread);
+        }
         if (r->password && *r->password) t_text(m, ux, "password", NULL, r->password);
         send_tree(m, msg, ifull);
     }
@@ -2477,6 +2492,7 @@ typedef struct admin_change {
     const xml_node *item;
     occupant *target;               /* role changes */
     char bare[JID_MAX];             /* affiliation changes */
+    char nick[NICK_MAX];            /* a nick reserved with the affiliation (§9.3), "" when none */
     int aff, role;
     const char *reason;
 } admin_change;
@@ -2580,9 +2596,16 @@ static const char *admin_check(room *r, const xml_node *it, int aff, occupant *o
     c->target = NULL;
     if (as) {
         if ((c->aff = str_in(as, aff_names, 5)) < 0) return "modify bad-request";
+        c->nick[0] = 0;
         if (j) {
             jid pj;
             if (jid_parse(j, &pj) < 0 || jid_bare(&pj, c->bare, sizeof c->bare) < 0) return "modify jid-malformed";
+            /* with a jid, a nick is the one to reserve for that member (§9.3, as Prosody) */
+            if (nick && c->aff >= AFF_MEMBER) {
+                if (nick_refused(nick, c->nick)) return "modify jid-malformed";
+                const char *holder = reserved_nick_owner(r, c->nick);
+                if (holder && strcmp(holder, c->bare)) return "cancel conflict";
+            }
         } else if (nick) {
             occupant *t = find_nick(r, nick);
             if (!t) return "cancel item-not-found";
@@ -2637,7 +2660,8 @@ static MUST_USE int store_affiliations(muc_service *m, const muc_ctx *cx, room *
     /* always a snapshot: with several items a temporary room too could be left half changed */
     if (snapshot_begin(r, &s, 1) < 0) return change_fail(m, cx, r, &s);
     for (; i < n; i++)          /* NULL: a reserved nick is kept */
-        if (cs[i].aff >= 0 && set_aff(r, cs[i].bare, cs[i].aff, NULL) < 0) return change_fail(m, cx, r, &s);
+        if (cs[i].aff >= 0 && set_aff(r, cs[i].bare, cs[i].aff, cs[i].nick[0] ? cs[i].nick : NULL) < 0)
+            return change_fail(m, cx, r, &s);
     return change_commit(m, cx, r, &s);
 }
 
