@@ -23,6 +23,7 @@
  * may hold max + max/4 (at least max + 16) before the newest max are copied to path.tmp, synced and renamed
  * over path, so that a crash leaves the old or the new file whole and appends are not slowed by copying. */
 #include "archive.h"
+#include "store.h"
 #include "log.h"
 
 #include <errno.h>
@@ -221,51 +222,6 @@ static int read_at(int fd, void *buf, size_t len, uint64_t off)
     return 0;
 }
 
-static int write_all(int fd, const unsigned char *p, size_t len)
-{
-    while (len > 0) {
-        ssize_t k = write(fd, p, len);
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k <= 0) {
-            if (k == 0)
-                errno = EIO;
-            return -1;
-        }
-        p += k;
-        len -= (size_t)k;
-    }
-    return 0;
-}
-
-/* A new or renamed file is only durable once its directory entry is (as in store.c). */
-static int fsync_dir_of(const char *path)
-{
-    char dir[PATH_MAX];
-    const char *slash = strrchr(path, '/');
-    size_t n = slash ? (size_t)(slash - path) : 1;
-    if (n >= sizeof dir) {
-        errno = ENAMETOOLONG;
-        return -1;
-    }
-    if (!slash)
-        memcpy(dir, ".", 1);
-    else if (n == 0)
-        memcpy(dir, "/", n = 1);
-    else
-        memcpy(dir, path, n);
-    dir[n] = '\0';
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    int rc = fsync(fd);
-    if (rc < 0 && errno == EINVAL)      /* a filesystem that cannot sync directories: nothing more to do */
-        rc = 0;
-    int saved = errno;
-    close(fd);
-    errno = saved;
-    return rc;
-}
 
 static int buf_reserve(archive *a, size_t need)
 {
@@ -398,7 +354,7 @@ static int copy_range(int from, int to, uint64_t off, uint64_t len)
     int rc = 0;
     while (len > 0 && rc == 0) {
         size_t k = len < COPY_BUF ? (size_t)len : COPY_BUF;
-        rc = read_at(from, chunk, k, off) < 0 || write_all(to, chunk, k) < 0 ? -1 : 0;
+        rc = read_at(from, chunk, k, off) < 0 || store_write_all(to, chunk, k) < 0 ? -1 : 0;
         off += k;
         len -= k;
     }
@@ -431,7 +387,7 @@ static int compact(archive *a)
     a->head = 0;
     a->end -= start;
     a->file_records = a->n;
-    if (fsync_dir_of(a->path) < 0)
+    if (store_fsync_dir(a->path) < 0)
         log_warn("archive %s: compacted, but syncing its directory failed: %s", a->path, strerror(errno));
     return 0;
 }
@@ -662,7 +618,7 @@ static int ensure_file(archive *a)
         a->dir_unsynced = 1;
     }
     if (a->dir_unsynced && a->sync == ARCHIVE_SYNC_ALWAYS) {
-        if (fsync_dir_of(a->path) < 0)
+        if (store_fsync_dir(a->path) < 0)
             return -1;
         a->dir_unsynced = 0;
     }

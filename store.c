@@ -13,8 +13,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static int write_all(int fd, const char *data, size_t len)
+int store_write_all(int fd, const void *buf, size_t len)
 {
+    const char *data = buf;
     while (len > 0) {
         ssize_t n = write(fd, data, len);
         if (n < 0) {
@@ -33,7 +34,7 @@ static int write_all(int fd, const char *data, size_t len)
 }
 
 /* The rename is only durable once the directory entry is on disk. */
-static int fsync_parent_dir(const char *path)
+int store_fsync_dir(const char *path)
 {
     char dir[PATH_MAX];
     const char *slash = strrchr(path, '/');
@@ -77,7 +78,7 @@ int store_write_atomic(const char *path, const char *data, size_t len)
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0)
         return -1;
-    if (write_all(fd, data, len) < 0 || fsync(fd) < 0) {
+    if (store_write_all(fd, data, len) < 0 || fsync(fd) < 0) {
         int saved = errno;
         close(fd);
         unlink(tmp);
@@ -92,7 +93,7 @@ int store_write_atomic(const char *path, const char *data, size_t len)
         return -1;
     }
     /* The new file is in place; a failure here means only that its durability is not confirmed. */
-    return fsync_parent_dir(path);
+    return store_fsync_dir(path);
 }
 
 char *store_read_file(const char *path, size_t *len)
