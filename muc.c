@@ -82,6 +82,7 @@ typedef struct room {
                   locked;           /* created by a join, not configured yet (XEP-0045 §10.1) */
     int maxusers, histlen, defhist;
     time_t lock_until;              /* a locked room is destroyed then */
+    time_t subject_when;            /* when the subject was set (0: not known) */
     unsigned char oid_secret[OID_SECRET];   /* kept in the room file: occupant-ids survive restarts */
     archive *arc;                   /* a persistent room's messages (XEP-0313), opened when first needed */
     unsigned char hist_primed;      /* the history ring holds the archive's newest messages already */
@@ -1061,6 +1062,7 @@ static void room_write(xml_buf *b, const room *r)
     xml_buf_puts(b, "\nsubject");
     put_token(b, r->subject_nick);
     put_token(b, r->subject);
+    xml_buf_printf(b, " %lld", (long long)r->subject_when);
     xml_buf_puts(b, "\n");
     for (size_t i = 0; i < r->naffs; i++) {
         xml_buf_printf(b, "aff %s", aff_names[r->affs[i].aff]);
@@ -1174,7 +1176,12 @@ static const char *load_setting(const muc_service *m, room *r, const setting *s,
 
 static const char *load_subject(room *r, char **tok, int nt)
 {
-    if (nt != 3) return "bad line";
+    /* the time came later: a file without it has a subject of unknown age */
+    if (nt != 3 && nt != 4) return "bad line";
+    long long when = 0;
+    char *end;
+    if (nt == 4 && ((when = strtoll(tok[3], &end, 10)) < 0 || *end)) return "bad subject time";
+    r->subject_when = (time_t)when;
     if (set_text(&r->subject_nick, tok[1]) < 0 || set_text(&r->subject, tok[2]) < 0) return "out of memory";
     return NULL;
 }
@@ -1615,6 +1622,14 @@ static void enc_subject(enc *e, const room *r)
     if (r->subject && *r->subject) {
         xml_buf_puts(b, ">");
         put_elem_text(b, "subject", r->subject);
+        /* when it was set (§7.2.15, as Prosody) */
+        if (r->subject_when) {
+            char stamp[21];
+            stanza_stamp_format(stamp, r->subject_when);
+            xml_buf_puts(b, "<delay xmlns='" NS_DELAY "' from='");
+            xml_buf_escape(b, r->jid, strlen(r->jid));
+            xml_buf_printf(b, "' stamp='%s'/>", stamp);
+        }
         xml_buf_puts(b, "</message>");
     } else xml_buf_puts(b, "><subject/></message>");
 }
@@ -2052,7 +2067,11 @@ static MUST_USE int set_subject(muc_service *m, const muc_ctx *cx, room *r, cons
     free(r->subject_nick);
     r->subject = ns;
     r->subject_nick = nn;
-    return change_commit(m, cx, r, &s);
+    time_t was = r->subject_when;
+    r->subject_when = time(NULL);
+    if (change_commit(m, cx, r, &s) == 0) return 0;
+    r->subject_when = was;
+    return -1;
 }
 
 /* A persistent room's message is on disk, with its XEP-0359 stanza-id, before anyone gets it: whatever the

@@ -569,7 +569,9 @@ static void test_messages(void)
     EXPECT_HAS(NURSE, "from='" R "/Romeo'");
     EXPECT_HAS(NURSE, "from='" R "/Juliet'");
     EXPECT_HAS(NURSE, "from='" R "/Nurse'");
-    EXPECT(NURSE, "<message type='groupchat' from='" R "/Romeo' to='" NURSE "'><subject>Verona</subject></message>");
+    /* the subject a joiner gets says when it was set (§7.2.15) */
+    EXPECT_HAS(NURSE, "<message type='groupchat' from='" R "/Romeo' to='" NURSE "'><subject>Verona</subject>"
+                      "<delay xmlns='urn:xmpp:delay' from='" R "' stamp='20");
     EXPECT_HAS(ROMEO, "from='" R "/Nurse'");
     EXPECT_HAS(JULIET, "from='" R "/Nurse'");
     EXPECT_END();
@@ -944,7 +946,9 @@ static void test_persistence(void)
     EXPECT_END();
     feed(m, JULIET, "<presence to='" R "/Juliet'><x xmlns='http://jabber.org/protocol/muc'><password>-</password></x></presence>");
     EXPECT_HAS(JULIET, "from='" R "/Juliet'", "affiliation='member' role='participant'");
-    EXPECT(JULIET, "<message type='groupchat' from='" R "/Romeo' to='" JULIET "'><subject>Persist me</subject></message>");
+    /* the subject's time is kept in the room file too */
+    EXPECT_HAS(JULIET, "<message type='groupchat' from='" R "/Romeo' to='" JULIET "'><subject>Persist me</subject>"
+                       "<delay xmlns='urn:xmpp:delay' from='" R "' stamp='20");
     EXPECT_END();
     /* the persistent room stays when empty, and goes when destroyed */
     feed(m, JULIET, "<presence type='unavailable' to='" R "/Juliet'/>");
