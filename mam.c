@@ -8,12 +8,6 @@
 #include <stdio.h>
 #include <string.h>
 
-/* a form field's first value, "" when it has none */
-static const char *field_value(const xml_node *f)
-{
-    const xml_node *v = xml_child(f, "value", NS_XDATA);
-    return v ? xml_text(v) : "";
-}
 
 static int fail(const char **cond, const char **text, const char *c, const char *t)
 {
@@ -29,7 +23,7 @@ static int parse_form(const xml_node *x, mam_request *out, const char **cond, co
     const char *type = xml_attr_get(x, "type");
     if (type && strcmp(type, "submit")) return fail(cond, text, "bad-request", "the form must be submitted");
     for (const xml_node *f = xml_child(x, "field", NS_XDATA); f; f = xml_next_child(f, "field", NS_XDATA)) {
-        const char *var = xml_attr_get(f, "var"), *v = field_value(f);
+        const char *var = xml_attr_get(f, "var"), *v = xdata_value(f);
         jid j;
         if (!var) return fail(cond, text, "bad-request", "a field without var");
         if (!strcmp(var, "FORM_TYPE")) {

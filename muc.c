@@ -1511,6 +1511,16 @@ static void history_add(muc_service *m, room *r, const enc *e)
     history_keep(r, e->b.data, e->b.len, e->split, time(NULL));
 }
 
+/* <delay from='room' stamp/> (XEP-0203): how the room dates what it sends late, history and subject */
+static void put_delay(xml_buf *b, const room *r, time_t when)
+{
+    char stamp[21];
+    stanza_stamp_format(stamp, when);
+    xml_buf_puts(b, "<delay xmlns='" NS_DELAY "' from='");
+    xml_buf_escape(b, r->jid, strlen(r->jid));
+    xml_buf_printf(b, "' stamp='%s'/>", stamp);
+}
+
 /* one archived message into the ring, with the delay a history message carries (XEP-0045 §7.2.15) */
 static int prime_one(void *ud, const archive_rec *rec)
 {
@@ -1519,14 +1529,11 @@ static int prime_one(void *ud, const archive_rec *rec)
     size_t cl = sizeof close_tag - 1;
     const char *gt = memchr(rec->data, '>', rec->len);
     if (!gt || rec->len < cl || memcmp(rec->data + rec->len - cl, close_tag, cl)) return 0;
-    char stamp[21];
-    stanza_stamp_format(stamp, rec->when);
     xml_buf b;
     xml_buf_init(&b);
     xml_buf_append(&b, rec->data, rec->len - cl);
-    xml_buf_puts(&b, "<delay xmlns='" NS_DELAY "' from='");
-    xml_buf_escape(&b, r->jid, strlen(r->jid));
-    xml_buf_printf(&b, "' stamp='%s'/></message>", stamp);
+    put_delay(&b, r, (time_t)rec->when);
+    xml_buf_puts(&b, "</message>");
     if (!b.oom) history_keep(r, b.data, b.len, (size_t)(gt - rec->data), (time_t)rec->when);
     xml_buf_free(&b);
     return 0;
@@ -1623,13 +1630,7 @@ static void enc_subject(enc *e, const room *r)
         xml_buf_puts(b, ">");
         put_elem_text(b, "subject", r->subject);
         /* when it was set (§7.2.15, as Prosody) */
-        if (r->subject_when) {
-            char stamp[21];
-            stanza_stamp_format(stamp, r->subject_when);
-            xml_buf_puts(b, "<delay xmlns='" NS_DELAY "' from='");
-            xml_buf_escape(b, r->jid, strlen(r->jid));
-            xml_buf_printf(b, "' stamp='%s'/>", stamp);
-        }
+        if (r->subject_when) put_delay(b, r, r->subject_when);
         xml_buf_puts(b, "</message>");
     } else xml_buf_puts(b, "><subject/></message>");
 }
@@ -2141,10 +2142,7 @@ static const char *form_field_value(const xml_node *x, const char *var)
 {
     for (const xml_node *f = xml_child(x, "field", NS_XDATA); f; f = xml_next_child(f, "field", NS_XDATA)) {
         const char *v = xml_attr_get(f, "var");
-        if (v && !strcmp(v, var)) {
-            const xml_node *val = xml_child(f, "value", NS_XDATA);
-            return val ? xml_text(val) : "";
-        }
+        if (v && !strcmp(v, var)) return xdata_value(f);
     }
     return "";
 }
@@ -2278,12 +2276,6 @@ static xml_node *config_form(muc_service *m, const room *r)
     return x;
 }
 
-/* the first <value/> of a field, "" when none */
-static const char *field_value(const xml_node *f)
-{
-    const xml_node *v = xml_child(f, "value", NS_XDATA);
-    return v ? xml_text(v) : "";
-}
 
 static const char *parse_roles(const xml_node *f, int *out)
 {
@@ -2310,7 +2302,7 @@ static const char *parse_count(const muc_service *m, const setting *s, const cha
 /* one submitted field; NULL, or the error condition */
 static const char *setting_parse(const muc_service *m, const setting *s, const xml_node *f, setting_value *out)
 {
-    const char *v = field_value(f), *err = NULL;
+    const char *v = xdata_value(f), *err = NULL;
     switch (s->kind) {
     case SK_TEXT: case SK_SECRET: out->str = v; break;
     case SK_BOOL: case SK_PROTECTED: if ((out->num = parse_bool(v)) < 0) err = "bad-request"; break;
@@ -2346,7 +2338,7 @@ static const char *config_parse(const muc_service *m, const room *r, const xml_n
         const char *var = xml_attr_get(f, "var"), *err;
         if (!var) return "bad-request";
         if (!strcmp(var, "FORM_TYPE")) {
-            const char *v = field_value(f);
+            const char *v = xdata_value(f);
             if (*v && strcmp(v, FORM_CONFIG)) return "bad-request";
             continue;
         }
@@ -2920,7 +2912,7 @@ static void register_nick(muc_service *m, const muc_ctx *cx, room *r, const xml_
     const char *nick = NULL;
     for (const xml_node *f = x ? xml_child(x, "field", NS_XDATA) : NULL; f; f = xml_next_child(f, "field", NS_XDATA)) {
         const char *var = xml_attr_get(f, "var");
-        if (var && !strcmp(var, "muc#register_roomnick")) nick = field_value(f);
+        if (var && !strcmp(var, "muc#register_roomnick")) nick = xdata_value(f);
     }
     if (!nick) { send_error(m, cx, "modify", "bad-request", r->jid); return; }
     if (!jid_resource_valid(nick)) { send_error(m, cx, "modify", "jid-malformed", r->jid); return; }

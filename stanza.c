@@ -115,6 +115,11 @@ int disco_add_identity(xml_arena *a, xml_node *query, const char *category, cons
     return 0;
 }
 
+const char *xdata_value(const xml_node *field) {
+    const xml_node *v = xml_child(field, "value", NS_XDATA);
+    return v ? xml_text(v) : "";
+}
+
 void stanza_stamp_format(char out[21], int64_t t) {
     struct tm tm;
     time_t tt = (time_t)t;

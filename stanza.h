@@ -34,6 +34,9 @@
 #define NS_FORWARD     "urn:xmpp:forward:0"
 #define NS_SID         "urn:xmpp:sid:0"
 
+/* The first <value/> of a data form field (XEP-0004), "" when it has none. */
+const char *xdata_value(const xml_node *field);
+
 /* XEP-0082 date-time in UTC, "2026-12-05T08:52:00Z" (21 bytes with the NUL). */
 void stanza_stamp_format(char out[21], int64_t t);
 /* Reads a whole XEP-0082 date-time (fraction and +hh:mm/-hh:mm offset allowed) into seconds since the epoch.
