@@ -2076,20 +2076,27 @@ static MUST_USE int set_subject(muc_service *m, const muc_ctx *cx, room *r, cons
 }
 
 /* A persistent room's message is on disk, with its XEP-0359 stanza-id, before anyone gets it: whatever the
- * sender sees reflected is in the archive. -1 (the sender told) when it cannot be stored: then it is not sent. */
-static int archive_message(muc_service *m, const muc_ctx *cx, room *r, const occupant *o, xml_node *copy)
+ * sender sees reflected is in the archive. The archive to use, or NULL (the sender told) when there is none. */
+static archive *archive_for_message(muc_service *m, const muc_ctx *cx, room *r, xml_node *copy)
 {
     archive *a = room_archive(m, r);
-    if (!a) { send_error(m, cx, "wait", "internal-server-error", r->jid); return -1; }
-    char id[ARCHIVE_ID_MAX], with[JID_MAX * 2];
+    if (!a) { send_error(m, cx, "wait", "internal-server-error", r->jid); return NULL; }
+    char id[ARCHIVE_ID_MAX];
     archive_id_format(archive_next_seq(a), id);
     xml_node *sid = t_child(m, copy, "stanza-id", NS_SID);
     t_attr(m, sid, "id", id);
     t_attr(m, sid, "by", r->jid);
-    if (enc_tree(m, &m->e[1], copy) < 0) { send_error(m, cx, "wait", "resource-constraint", r->jid); return -1; }
+    return a;
+}
+
+/* the message as encoded for the occupants is the record; -1 (the sender told) when it cannot be stored: then
+ * it is not sent */
+static int archive_message(muc_service *m, const muc_ctx *cx, room *r, const occupant *o, archive *a, const enc *e)
+{
+    char with[JID_MAX * 2];
     snprintf(with, sizeof with, "%s/%s", r->jid, o->nick);
     uint64_t seq;
-    if (archive_append(a, (int64_t)time(NULL), with, m->e[1].b.data, m->e[1].b.len, &seq) < 0) {
+    if (archive_append(a, (int64_t)time(NULL), with, e->b.data, e->b.len, &seq) < 0) {
         log_err("muc: %s: a message could not be archived: %s", r->jid, strerror(errno));
         send_error(m, cx, "wait", "internal-server-error", r->jid);
         return -1;
@@ -2108,8 +2115,10 @@ static void handle_groupchat(muc_service *m, const muc_ctx *cx, room *r, occupan
     int subject_change = subj && !body && !xml_child(st, "thread", XML_NS_CLIENT);
     if (subject_change && set_subject(m, cx, r, o, subj) < 0) return;
     xml_node *copy = copy_from_occupant(m, r, o, st);
-    if (body && r->persistent && archive_message(m, cx, r, o, copy) < 0) return;
+    archive *a = NULL;
+    if (body && r->persistent && !(a = archive_for_message(m, cx, r, copy))) return;
     if (enc_tree(m, &m->e[0], copy) < 0) { send_error(m, cx, "wait", "resource-constraint", r->jid); return; }
+    if (a && archive_message(m, cx, r, o, a, &m->e[0]) < 0) return;
     if (body) {
         char stamp[32];
         stanza_stamp_format(stamp, time(NULL));
